@@ -1,0 +1,77 @@
+"""Shared by the benchmarks: timing, the machine's description, and the results file."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def hardware() -> str:
+    """One line naming the CPU (and GPU, if any) this process runs on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def software() -> str:
+    import torchvision
+
+    return f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}"
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def record(title: str, table: str, results: Path = RESULTS, notes: str = "") -> None:
+    """Print ``table`` and append it to the results file with date, machine and command."""
+    print(table)
+    command = "python " + " ".join(shlex.quote(arg) for arg in sys.argv)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    section = (
+        f"\n## {title} ({stamp})\n\n- hardware: {hardware()}\n- software: {software()}\n"
+        f"- command: `{command}`\n" + (f"- notes: {notes}\n" if notes else "") + f"\n{table}\n"
+    )
+    if not results.exists():
+        results.write_text(
+            "# Benchmark results\n\nAppended by the scripts in `bench/`; newest last.\n"
+        )
+    with results.open("a") as f:
+        f.write(section)
+    print(f"appended to {results}")

@@ -1,0 +1,169 @@
+"""Self-attention with convolutional projections and a relative position bias.
+
+For one head with queries ``Q``, keys ``K``, values ``V`` (each ``N x d``) and the learned
+relative bias ``B`` (``N x N``, :mod:`vitlib.relpos`):
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + B) V        (softmax over the keys)
+
+The projections are 1x1 convolutions on the ``(C, H, W)`` feature map, as in the seed. A 1x1
+convolution is the same linear map applied to every pixel, i.e. a per-token ``nn.Linear``: it
+adds no spatial context. ``projection="depthwise"`` first mixes every channel with its 3x3
+neighbourhood (a depthwise convolution, as in CvT), which does.
+
+:class:`SelfAttention2d` computes this in one of two forms that share their parameters (same
+``state_dict`` keys) and give the same numbers:
+
+* ``"reference"``: the seed's code, step by step. It works on the map, computes the scores
+  keys-first (``K^T Q`` of shape ``(N_k, N_q)``) and takes the softmax over ``dim=-2``.
+* ``"fast"`` (default): one fused ``(3C, C)`` projection on tokens ``(B, N, C)`` and
+  :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as an additive mask,
+  so the fused attention kernels do the work and no ``(B, heads, N, N)`` score tensor is kept.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .relpos import RelativePositionBias
+
+ATTENTION_FORMS = ("fast", "reference")
+PROJECTIONS = ("pointwise", "depthwise")
+
+
+# Images per call of the CPU math kernel; see biased_attention.
+CPU_CHUNK = 8
+
+
+def biased_attention(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """``softmax(Q K^T * scale + bias) V`` via ``scaled_dot_product_attention``.
+
+    queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` -> ``(B, heads, N, d)``.
+
+    On CUDA the fused kernels take the additive bias (and return its gradient) directly, and so
+    does the CPU flash kernel when no gradient is needed. On a CPU, PyTorch runs a bias that
+    needs a gradient through its unfused math kernel, which writes
+    ``(B, heads, N, N)`` scores to memory; running it on chunks of ``CPU_CHUNK`` images keeps
+    each chunk's scores in cache, about 2x faster on 2 cores (``bench/model_speed.py``).
+    """
+    bias = bias.unsqueeze(0)  # (1, heads, N, N): the 4-D mask the fused kernels accept
+    if queries.device.type != "cpu" or not bias.requires_grad:
+        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias, scale=scale)
+    chunks = zip(queries.split(CPU_CHUNK), keys.split(CPU_CHUNK), values.split(CPU_CHUNK))
+    return torch.cat(
+        [F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale) for q, k, v in chunks]
+    )
+
+
+class SelfAttention2d(nn.Module):
+    """Multi-head self-attention over the tokens of an ``H x W`` feature map.
+
+    Input and output are tokens ``(B, N, C)``, ``N = H * W`` in row-major order
+    (``rearrange(map, "b c h w -> b (h w) c")``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        head_channels: int,
+        grid: tuple[int, int],
+        form: str = "fast",
+        projection: str = "pointwise",
+    ):
+        super().__init__()
+        if dim % head_channels != 0:
+            raise ValueError(
+                f"channels {dim} are not divisible by head channels {head_channels}: "
+                f"choose head_channels that divides {dim}"
+            )
+        if form not in ATTENTION_FORMS:
+            raise ValueError(f"unknown attention form {form!r}: choose one of {ATTENTION_FORMS}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {projection!r}: choose one of {PROJECTIONS}")
+        self.form = form
+        self.grid = grid
+        self.heads = dim // head_channels
+        self.head_channels = head_channels
+        self.scale = head_channels**-0.5
+
+        # CvT-style spatial mixing before the projections (None: plain 1x1 projections).
+        self.spatial = (
+            nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
+            if projection == "depthwise"
+            else None
+        )
+        self.to_queries = nn.Conv2d(dim, dim, kernel_size=1)
+        self.to_keys = nn.Conv2d(dim, dim, kernel_size=1)
+        self.to_values = nn.Conv2d(dim, dim, kernel_size=1)
+        self.unifyheads = nn.Conv2d(dim, dim, kernel_size=1)
+        self.rel_pos = RelativePositionBias(self.heads, *grid)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens ``(B, N, C)`` -> ``(B, N, C)``."""
+        if self.form == "reference":
+            return self.forward_reference(tokens)
+        return self.forward_fast(tokens)
+
+    def forward_reference(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The seed's computation, one named step at a time (keys-first layout)."""
+        h, w = self.grid
+        x = rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)  # (B, C, H, W)
+        if self.spatial is not None:
+            x = self.spatial(x)
+        b = x.shape[0]
+        keys = self.to_keys(x).view(b, self.heads, self.head_channels, -1)  # (B, heads, d, N)
+        values = self.to_values(x).view(b, self.heads, self.head_channels, -1)  # (B, heads, d, N)
+        queries = self.to_queries(x).view(b, self.heads, self.head_channels, -1)  # (B, heads, d, N)
+
+        att = keys.transpose(-2, -1) @ queries  # (B, heads, N_k, N_q): att[k, q] = k . q
+        bias = self.rel_pos().transpose(-2, -1)  # (heads, N_k, N_q), keys first like att
+        att = att * self.scale + bias
+        att = F.softmax(att, dim=-2)  # normalise over the keys of each query
+
+        out = values @ att  # (B, heads, d, N_q): out[:, q] = sum_k att[k, q] v_k
+        out = out.view(b, -1, h, w)  # (B, C, H, W)
+        out = self.unifyheads(out)
+        return rearrange(out, "b c h w -> b (h w) c")
+
+    def forward_fast(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Fused projection + ``scaled_dot_product_attention``, tokens-last layout throughout."""
+        b, n, c = tokens.shape
+        queries, keys, values = self.project(tokens)
+        rel_bias = self.rel_pos().to(queries.dtype)  # (heads, N_q, N_k), broadcast over B
+        out = biased_attention(queries, keys, values, rel_bias, self.scale)  # (B, heads, N, d)
+        out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C), heads concatenated
+        return F.linear(out, self.unifyheads.weight.flatten(1), self.unifyheads.bias)
+
+    def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tokens ``(B, N, C)`` -> queries, keys, values, each ``(B, heads, N, d)``.
+
+        The three 1x1 convolutions are one ``(3C, C)`` matrix multiply on the tokens.
+        """
+        b, n, c = tokens.shape
+        x = tokens
+        if self.spatial is not None:
+            h, w = self.grid
+            x = self.spatial(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        convs = (self.to_queries, self.to_keys, self.to_values)
+        weight = torch.cat([conv.weight for conv in convs]).flatten(1)  # (3C, C)
+        bias = torch.cat([conv.bias for conv in convs])  # (3C,)
+        qkv = F.linear(x, weight, bias).view(b, n, 3, self.heads, self.head_channels)
+        queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return queries, keys, values
+
+    def attention_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities ``(B, heads, N_q, N_k)``; each row sums to 1."""
+        queries, keys, _ = self.project(tokens)
+        scores = queries @ keys.transpose(-2, -1) * self.scale + self.rel_pos()
+        return scores.softmax(dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"form={self.form!r}, heads={self.heads}, head_channels={self.head_channels}"

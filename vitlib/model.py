@@ -1,0 +1,223 @@
+"""RelViT: the Vision Transformer of the reference run, with a config and a preset registry.
+
+    image (B, 3, 32, 32), values in [0, 1]
+      -> ConvStem: 3x3 conv, GELU, 2x2 stride-2 conv          (B, 256, 16, 16)
+      -> + learned absolute position embedding                (B, 256, 16, 16)
+      -> tokens                                               (B, 256 tokens, 256 channels)
+      -> 8 x Block:  x = x + gamma_attn * Attention(LayerNorm(x))
+                     x = x + gamma_mlp  * MLP(LayerNorm(x))   (gammas start at 0)
+      -> LayerNorm, GELU, mean over tokens, dropout 0.3, Linear -> logits (B, 10)
+
+Every LayerNorm normalises the channels of one token (the seed's "channel LayerNorm" on the
+map is the same computation), and the MLP's 1x1 convolutions are per-token linear layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .attention import ATTENTION_FORMS, PROJECTIONS, SelfAttention2d
+from .patching import ConvStem, check_patch_size
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 32
+    patch_size: int = 2
+    in_channels: int = 3
+    stem_channels: int = 32
+    dim: int = 256  # token width (channels of the feature map)
+    depth: int = 8  # number of blocks
+    head_channels: int = 32  # channels per attention head: heads = dim // head_channels
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * dim
+    num_classes: int = 10
+    dropout: float = 0.0  # after each residual branch
+    head_dropout: float = 0.3  # before the classifier
+    attention: str = "fast"  # "fast" or "reference" (same weights, same numbers)
+    projection: str = "pointwise"  # "pointwise" (1x1, the seed) or "depthwise" (3x3 + 1x1)
+
+    def __post_init__(self) -> None:
+        check_patch_size(self.image_size, self.patch_size)
+        for name in (
+            "image_size",
+            "in_channels",
+            "stem_channels",
+            "dim",
+            "depth",
+            "head_channels",
+            "mlp_ratio",
+            "num_classes",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.dim % self.head_channels != 0:
+            raise ValueError(
+                f"channels (dim={self.dim}) are not divisible by head_channels={self.head_channels}: "
+                f"choose head_channels that divides {self.dim}"
+            )
+        for name in ("dropout", "head_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if self.attention not in ATTENTION_FORMS:
+            raise ValueError(
+                f"unknown attention {self.attention!r}: choose one of {ATTENTION_FORMS}"
+            )
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {self.projection!r}: choose one of {PROJECTIONS}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.image_size // self.patch_size
+        return side, side
+
+    @property
+    def heads(self) -> int:
+        return self.dim // self.head_channels
+
+
+class MLP(nn.Module):
+    """Per-token feed-forward: ``(B, N, C) -> (B, N, mlp_ratio*C) -> GELU -> (B, N, C)``."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Two residual branches ``x + gamma * f(x)``; with ``gamma = 0`` the block is the identity."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.dim)
+        self.attn = SelfAttention2d(
+            config.dim, config.head_channels, config.grid, config.attention, config.projection
+        )
+        self.norm2 = nn.LayerNorm(config.dim)
+        self.mlp = MLP(config.dim, config.mlp_ratio * config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.gamma_attn = nn.Parameter(torch.zeros(1))
+        self.gamma_mlp = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: tokens ``(B, N, C)`` -> ``(B, N, C)``."""
+        x = x + self.gamma_attn * self.dropout(self.attn(self.norm1(x)))
+        x = x + self.gamma_mlp * self.dropout(self.mlp(self.norm2(x)))
+        return x
+
+
+class RelViT(nn.Module):
+    """The reference Vision Transformer. ``forward``: ``(B, 3, H, W)`` in ``[0, 1]`` -> logits ``(B, classes)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        height, width = config.grid
+        self.stem = ConvStem(
+            config.in_channels, config.stem_channels, config.dim, config.patch_size
+        )
+        self.pos_embedding = nn.Parameter(torch.zeros(config.dim, height, width))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim)
+        self.act = nn.GELU()
+        self.head_dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(config.dim, config.num_classes)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """RECIPE.md: Kaiming-normal (fan-in) conv/linear weights, zero biases, LayerNorm 1/0,
+        position embedding and relative tables N(0, 0.02), residual gains 0."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.pos_embedding, std=0.02)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.rel_pos.table, std=0.02)
+            nn.init.zeros_(block.gamma_attn)
+            nn.init.zeros_(block.gamma_mlp)
+
+    def check_input(self, images: torch.Tensor) -> None:
+        """Raise a ``ValueError`` naming the problem unless ``images`` is ``(B, C, H, W)`` as configured."""
+        c, s = self.config.in_channels, self.config.image_size
+        if images.ndim != 4:
+            raise ValueError(
+                f"expected a batch of images (B, {c}, {s}, {s}), got a {images.ndim}-D tensor of shape "
+                f"{tuple(images.shape)}; add a batch dimension with images.unsqueeze(0)"
+            )
+        if images.shape[1] != c:
+            raise ValueError(
+                f"expected {c} input channels, got {images.shape[1]} (shape {tuple(images.shape)})"
+            )
+        if tuple(images.shape[-2:]) != (s, s):
+            raise ValueError(
+                f"this model is built for {s}x{s} images, got {images.shape[-2]}x{images.shape[-1]}; "
+                f"resize the images or create the model with image_size={images.shape[-1]}"
+            )
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``(B, 3, H, W)`` -> tokens after the last block ``(B, N, C)``."""
+        self.check_input(images)
+        x = self.stem(images) + self.pos_embedding  # (B, C, H/p, W/p)
+        x = rearrange(x, "b c h w -> b (h w) c")  # (B, N, C)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(self.features(images)))  # (B, N, C)
+        x = x.mean(dim=1)  # global average pool over tokens: (B, C)
+        return self.head(self.head_dropout(x))  # (B, classes)
+
+    def set_attention(self, form: str) -> RelViT:
+        """Switch every attention layer to ``"fast"`` or ``"reference"`` in place (weights unchanged)."""
+        if form not in ATTENTION_FORMS:
+            raise ValueError(f"unknown attention {form!r}: choose one of {ATTENTION_FORMS}")
+        for block in self.blocks:
+            block.attn.form = form
+        self.config = dataclasses.replace(self.config, attention=form)
+        return self
+
+
+# Presets: name -> keyword arguments of ModelConfig.
+PRESETS: dict[str, dict] = {
+    # The model of the reference run (RECIPE.md): 6,482,138 parameters.
+    "vit_cifar10_patch2_input32": {},
+    # Same family, small enough to train on a laptop CPU in minutes: 64 tokens of width 128.
+    "vit_cifar10_small": {"patch_size": 4, "stem_channels": 32, "dim": 128, "depth": 6},
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(PRESETS)
+
+
+def create_model(name: str, **overrides) -> RelViT:
+    """Build a preset, e.g. ``create_model("vit_cifar10_patch2_input32", attention="reference")``.
+
+    ``overrides`` are :class:`ModelConfig` fields that replace the preset's values.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}: choose one of {list_models()}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown}: valid options are {sorted(fields)}")
+    return RelViT(ModelConfig(**{**PRESETS[name], **overrides}))

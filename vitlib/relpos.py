@@ -1,0 +1,83 @@
+"""Relative position bias: a learned number per head for every 2-D offset between tokens.
+
+On an ``H x W`` grid the offset from a query at ``(y_q, x_q)`` to a key at ``(y_k, x_k)`` is
+``(dy, dx) = (y_k - y_q, x_k - x_q)`` with ``dy`` in ``[-(H-1), H-1]`` and ``dx`` in
+``[-(W-1), W-1]``: there are ``(2H-1)(2W-1)`` distinct offsets. Each head learns one number per
+offset (a table of ``(2H-1)(2W-1)`` entries) and the ``N x N`` bias matrix (``N = HW``) is
+*gathered* from that table with an index matrix computed once:
+
+    index[q, k] = (dy + H - 1) * (2W - 1) + (dx + W - 1)
+
+so that ``bias[h, q, k] = table[h, index[q, k]]`` depends only on the offset, not on where the
+pair sits in the image. The seed wrote the same matrix transposed (keys first); see
+:mod:`vitlib.attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def relative_position_index(height: int, width: int) -> torch.Tensor:
+    """Index of every (query, key) offset in the bias table.
+
+    Returns a ``(H*W, H*W)`` long tensor with values in ``[0, (2H-1)(2W-1))``; tokens are
+    numbered row-major (``token = y * W + x``).
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"grid must be at least 1x1, got {height}x{width}")
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    y, x = y.flatten(), x.flatten()  # (N,), (N,)
+    dy = y[None, :] - y[:, None]  # (N_q, N_k): y_k - y_q
+    dx = x[None, :] - x[:, None]
+    return (dy + height - 1) * (2 * width - 1) + (dx + width - 1)
+
+
+class RelativePositionBias(nn.Module):
+    """A learned ``(heads, (2H-1)(2W-1))`` table gathered into a ``(heads, N, N)`` bias."""
+
+    def __init__(self, heads: int, height: int, width: int):
+        super().__init__()
+        self.heads, self.height, self.width = heads, height, width
+        self.table = nn.Parameter(torch.zeros(heads, (2 * height - 1) * (2 * width - 1)))
+        # Derived from the grid, so not saved in the state_dict.
+        self.register_buffer("index", relative_position_index(height, width), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        """Returns the bias ``(heads, N, N)``, ``bias[h, q, k] = table[h, index[q, k]]``."""
+        n = self.index.shape[0]
+        gathered = self.table.gather(1, self.index.flatten().expand(self.heads, -1))  # (heads, N*N)
+        return gathered.view(self.heads, n, n)
+
+    def extra_repr(self) -> str:
+        return (
+            f"heads={self.heads}, grid={self.height}x{self.width}, table={tuple(self.table.shape)}"
+        )
+
+
+def offset_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """View one head's flat table ``((2H-1)(2W-1),)`` as a ``(2H-1, 2W-1)`` image of offsets.
+
+    Row ``dy + H - 1``, column ``dx + W - 1``: the centre is the zero offset.
+    """
+    return table.reshape(2 * height - 1, 2 * width - 1)
+
+
+def plot_index(height: int, width: int, ax=None):
+    """Draw the ``(N, N)`` index matrix of an ``H x W`` grid (rows: queries, columns: keys)."""
+    import matplotlib.pyplot as plt
+
+    index = relative_position_index(height, width)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    image = ax.imshow(index, cmap="viridis")
+    ax.set_title(f"relative position index, {height}x{width} grid")
+    ax.set_xlabel("key token")
+    ax.set_ylabel("query token")
+    if index.shape[0] <= 16:
+        for q in range(index.shape[0]):
+            for k in range(index.shape[1]):
+                ax.text(k, q, int(index[q, k]), ha="center", va="center", fontsize=7, color="w")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    return ax

@@ -1,0 +1,75 @@
+"""How big is a model: parameters, FLOPs per image, and a readable table."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (every one, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def flops_per_image(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> int:
+    """Forward FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2).
+
+    Counts matrix multiplies and convolutions (including attention), not elementwise work.
+    Autograd stays on: without it a CPU would run attention in its flash kernel, which the
+    counter does not see.
+    """
+    device = next(model.parameters()).device
+    image = torch.zeros(1, in_channels, image_size, image_size, device=device)
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(image)
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str:
+    """A table of the model's top-level parts: output shape and parameters for one image."""
+    rows: list[tuple[str, str, int]] = []
+    hooks = [
+        child.register_forward_hook(
+            lambda module, args, out, name=name: rows.append(
+                (name, type(module).__name__ + str(tuple(out.shape)), count_parameters(module))
+            )
+        )
+        for name, child in _parts(model)
+    ]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    own = sum(p.numel() for p in model.parameters(recurse=False))
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{'part':<{width}}  {'output (1 image)':<32}{'parameters':>12}"]
+    lines += [f"{name:<{width}}  {shape:<32}{params:>12,}" for name, shape, params in rows]
+    if own:
+        lines.append(f"{'(own parameters)':<{width}}  {'':<32}{own:>12,}")
+    lines.append(f"{'total':<{width}}  {'':<32}{count_parameters(model):>12,}")
+    flops = flops_per_image(model, image_size, in_channels)
+    lines.append(
+        f"forward FLOPs per image: {flops / 1e9:.2f} G ({flops / 2e9:.2f} G multiply-adds)"
+    )
+    return "\n".join(lines)
+
+
+def _parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Top-level children, with a ``ModuleList`` opened into its items (``blocks.0``, ...)."""
+    parts = []
+    for name, child in model.named_children():
+        if isinstance(child, nn.ModuleList):
+            parts += [(f"{name}.{i}", item) for i, item in enumerate(child)]
+        else:
+            parts.append((name, child))
+    return parts
