@@ -21,15 +21,30 @@ from common import RESULTS, markdown_table, record, time_call
 import vitlib
 
 
-def make_train_step(preset: str, form: str, batch_size: int, **overrides) -> Callable[[], None]:
-    """A closure running one AdamW train step of a fresh ``preset`` model on random images."""
-    model = vitlib.create_model(preset, attention=form, **overrides)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.rand(batch_size, 3, model.config.image_size, model.config.image_size)
-    labels = torch.randint(0, model.config.num_classes, (batch_size,))
+def make_train_step(
+    preset: str,
+    form: str,
+    batch_size: int,
+    device: str = "cpu",
+    bf16: bool = False,
+    compile: bool = False,
+    **overrides,
+) -> Callable[[], None]:
+    """A closure running one AdamW train step of a fresh ``preset`` model on random images.
+
+    ``bf16`` runs forward and loss under ``torch.autocast(dtype=torch.bfloat16)``;
+    ``compile`` wraps the model in ``torch.compile`` (the first calls compile it).
+    """
+    model = vitlib.create_model(preset, attention=form, **overrides).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device == "cuda")
+    forward = torch.compile(model) if compile else model
+    size = model.config.image_size
+    images = torch.rand(batch_size, 3, size, size, device=device)
+    labels = torch.randint(0, model.config.num_classes, (batch_size,), device=device)
 
     def step() -> None:
-        loss = F.cross_entropy(model(images), labels)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(forward(images), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,24 @@
 """vitlib: a Vision Transformer with convolutional attention and relative position bias,
 trained from scratch on CIFAR-10."""
 
+from .augment import TrainAugment, cutmix, mixup
+from .data import CLASSES, MEAN, STD, DeviceLoader, load_cifar10, make_cpu_loader, sample_grid
 from .model import ModelConfig, RelViT, create_model, list_models
 
-__all__ = ["ModelConfig", "RelViT", "create_model", "list_models"]
+__all__ = [
+    "CLASSES",
+    "MEAN",
+    "STD",
+    "DeviceLoader",
+    "ModelConfig",
+    "RelViT",
+    "TrainAugment",
+    "create_model",
+    "cutmix",
+    "list_models",
+    "load_cifar10",
+    "make_cpu_loader",
+    "mixup",
+    "sample_grid",
+]
 __version__ = "0.1.0"

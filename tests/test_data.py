@@ -1,0 +1,244 @@
+"""Loading CIFAR-10 (real data and broken copies) and the two loaders."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vitlib import data as D
+
+
+@pytest.fixture(scope="module")
+def train_set(cifar_root):
+    """The whole train split, loaded once for this module."""
+    return D.load_cifar10(cifar_root, split="train")
+
+
+def test_train_split_known_pixels_and_labels(train_set):
+    images, labels = train_set
+    assert images.shape == (50_000, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.shape == (50_000,) and labels.dtype == torch.int64
+    assert labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert labels[9994:10_000].tolist() == [6, 3, 9, 1, 1, 5]
+    assert images[0, 0].flatten()[:3].tolist() == [59, 43, 50]
+    assert images[0, 2].flatten()[-3:].tolist() == [140, 84, 72]
+    assert images[1, 0].flatten()[:3].tolist() == [154, 126, 105]
+    assert torch.bincount(labels).tolist() == [5000] * 10
+
+
+def test_train_statistics_match_constants(train_set):
+    images, _ = train_set
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for chunk in images.split(5000):
+        x = chunk.double() / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    count = images.numel() / 3
+    mean = total / count
+    std = (squares / count - mean**2).sqrt()
+    assert torch.allclose(mean, torch.tensor(D.MEAN, dtype=torch.float64), atol=6e-5)
+    assert torch.allclose(std, torch.tensor(D.STD, dtype=torch.float64), atol=6e-5)
+
+
+def test_test_split_and_limit(cifar_root):
+    images, labels = D.load_cifar10(cifar_root, split="test", limit=12)
+    assert images.shape == (12, 3, 32, 32)
+    assert labels.tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9]
+    images, labels = D.load_cifar10(cifar_root, split="train", limit=10_005)
+    assert len(images) == len(labels) == 10_005 and labels[:3].tolist() == [6, 9, 9]
+    with pytest.raises(ValueError, match="split"):
+        D.load_cifar10(cifar_root, split="val")
+
+
+def test_explicit_root_beats_env(cifar_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("VITLIB_DATA", str(tmp_path / "nowhere"))
+    assert D.resolve_data_root(cifar_root) == cifar_root
+    assert D.resolve_data_root(None) == tmp_path / "nowhere"
+    assert D.resolve_data_root(cifar_root / "cifar-10-batches-py") == cifar_root
+    _, labels = D.load_cifar10(cifar_root, split="test", limit=3)
+    assert labels.tolist() == [3, 8, 8]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        D.load_cifar10(split="test")
+
+
+def test_no_root_at_all_says_how_to_fix(monkeypatch):
+    monkeypatch.delenv("VITLIB_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="VITLIB_DATA"):
+        D.resolve_data_root(None)
+
+
+def test_missing_folder_and_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py does not exist.*VITLIB_DATA"):
+        D.load_cifar10(tmp_path, split="test")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        D.load_cifar10(tmp_path, split="test")
+
+
+def _write_batch(root: Path, data: object, labels: object) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": data, b"labels": labels}, f, protocol=2)
+    return folder / "test_batch"
+
+
+def _zeros(rows: int = 10_000, dtype=np.uint8) -> np.ndarray:
+    return np.zeros((rows, 3072), dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "data, labels, message",
+    [
+        (_zeros(10), [0] * 10, r"shape \(10, 3072\), expected \(10000, 3072\)"),
+        (_zeros(dtype=np.float32), [0] * 10_000, "dtype float32, expected uint8"),
+        (_zeros(), [0] * 9_999, "list of 10000 labels, found 9999"),
+        (_zeros(), [0] * 9_999 + [10], r"1 labels outside 0..9 \(first: 10 at index 9999\)"),
+        (_zeros(), [-1] + [0] * 9_999, "outside 0..9"),
+        ([[0] * 3072], [0], "should be a numpy array"),
+    ],
+)
+def test_structurally_broken_batch(tmp_path, data, labels, message):
+    path = _write_batch(tmp_path, data, labels)
+    with pytest.raises(ValueError, match=message) as err:
+        D.load_cifar10(tmp_path, split="test")
+    assert str(path) in str(err.value)
+
+
+def test_truncated_batch(cifar_root, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    source = (cifar_root / "cifar-10-batches-py" / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(source[:100_000])
+    with pytest.raises(ValueError, match="truncated or corrupt") as err:
+        D.load_cifar10(tmp_path, split="test")
+    assert str(folder / "test_batch") in str(err.value)
+
+
+def test_download_only_when_asked_with_retries(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    calls = []
+
+    class FlakyCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            if len(calls) < 3:
+                raise OSError("connection reset")
+            _write_batch(Path(root), _zeros(), [7] * 10_000)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FlakyCIFAR10)
+    monkeypatch.setattr(D.time, "sleep", lambda s: None)
+    with pytest.raises(FileNotFoundError):
+        D.load_cifar10(tmp_path, split="test")
+    assert calls == []
+    _, labels = D.load_cifar10(tmp_path, split="test", download=True)
+    assert calls == [(str(tmp_path), False, True)] * 3 and (labels == 7).all()
+    D.load_cifar10(tmp_path, split="test", download=True)  # present now: no new download
+    assert len(calls) == 3
+
+
+def _id_dataset(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random uint8 images whose 'label' is their index, to track samples through a loader."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n)
+
+
+def _epoch(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def test_device_loader_shards_are_disjoint_and_cover_all():
+    images, ids = _id_dataset(96)
+    seen = []
+    for rank in range(3):
+        loader = D.DeviceLoader(images, ids, 8, train=True, seed=5, rank=rank, world_size=3)
+        batches = _epoch(loader, 1)
+        assert len(batches) == len(loader) == 4
+        seen.append(torch.cat([y for _, y in batches]))
+    assert all(len(s) == 32 for s in seen)
+    assert sorted(torch.cat(seen).tolist()) == list(range(96))
+
+
+def test_device_loader_uneven_remainder():
+    images, ids = _id_dataset(10)
+    kept = [
+        D.shard_indices(10, shuffle=True, seed=0, epoch=0, rank=r, world_size=3) for r in range(3)
+    ]
+    assert [len(k) for k in kept] == [3, 3, 3] and len(set(torch.cat(kept).tolist())) == 9
+    loader = D.DeviceLoader(images, ids, 4, train=False, world_size=3, rank=0)
+    assert [y.tolist() for _, y in loader] == [[0, 3, 6, 9]]  # no drop: strided share of all
+    with pytest.raises(ValueError, match="rank=3"):
+        D.shard_indices(10, shuffle=True, seed=0, epoch=0, rank=3, world_size=3)
+
+
+def test_device_loader_replays_an_epoch_and_changes_across_epochs():
+    images, ids = _id_dataset(40)
+    a = D.DeviceLoader(images, ids, 16, train=True, seed=1)
+    b = D.DeviceLoader(images, ids, 16, train=True, seed=1)
+    first, replay = _epoch(a, 2), _epoch(b, 2)
+    assert len(first) == 2  # drop_last for training
+    for (x1, y1), (x2, y2) in zip(first, replay):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        assert x1.dtype == torch.float32 and x1.shape == (16, 3, 32, 32) and y1.dtype == torch.int64
+        assert 0 <= x1.min() and x1.max() <= 1
+    later = _epoch(a, 3)
+    assert not torch.equal(first[0][1], later[0][1])
+    other_seed = _epoch(D.DeviceLoader(images, ids, 16, train=True, seed=2), 2)
+    assert not torch.equal(first[0][1], other_seed[0][1])
+    plain = images[first[0][1]].float() / 255
+    assert not torch.equal(first[0][0], plain)  # augmented
+
+
+def test_device_loader_eval_is_plain_and_ordered():
+    images, ids = _id_dataset(20)
+    loader = D.DeviceLoader(images, ids, 8, train=False)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3 and [len(y) for _, y in batches] == [8, 8, 4]
+    assert torch.equal(torch.cat([x for x, _ in batches]), images.float() / 255)
+    assert torch.equal(torch.cat([y for _, y in batches]), ids)
+    with pytest.raises(ValueError, match="uint8"):
+        D.DeviceLoader(images.float(), ids, 8, train=False)
+
+
+def test_cpu_loader_contract_and_determinism():
+    images, ids = _id_dataset(48)
+    loader = D.make_cpu_loader(images, ids, 16, train=True, num_workers=0, seed=3)
+    first = _epoch(loader, 4)
+    assert len(first) == len(loader) == 3
+    x, y = first[0]
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= x.min() and x.max() <= 1
+    assert sorted(torch.cat([y for _, y in first]).tolist()) == list(range(48))
+    workers = _epoch(D.make_cpu_loader(images, ids, 16, train=True, num_workers=2, seed=3), 4)
+    for (x1, y1), (x2, y2) in zip(first, workers):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(first[0][1], _epoch(loader, 5)[0][1])
+    test = list(D.make_cpu_loader(images, ids, 32, train=False, num_workers=0))
+    assert torch.equal(torch.cat([x for x, _ in test]), images.float() / 255)
+
+
+def test_cpu_and_device_loaders_share_the_epoch_order():
+    images, ids = _id_dataset(32)
+    cpu = _epoch(D.make_cpu_loader(images, ids, 8, train=True, num_workers=0, seed=9), 1)
+    dev = _epoch(D.DeviceLoader(images, ids, 8, train=True, seed=9), 1)
+    assert [y.tolist() for _, y in cpu] == [y.tolist() for _, y in dev]
+
+
+def test_sample_grid_titles(cifar_root):
+    images, labels = D.load_cifar10(cifar_root, split="test", limit=10)
+    fig = D.sample_grid(images, labels, ncols=4)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(fig.axes) == 12 and titles[:3] == ["cat", "ship", "ship"] and titles[10:] == ["", ""]
+    fig = D.sample_grid(images.float() / 255, labels, predictions=labels.roll(1), ncols=5)
+    assert fig.axes[0].get_title() == "automobile\n(cat)"  # prediction = label of image 9
+
+
+def test_classes():
+    assert D.CLASSES[0] == "airplane" and D.CLASSES[9] == "truck" and len(D.CLASSES) == 10

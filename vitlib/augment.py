@@ -1,0 +1,442 @@
+"""The RECIPE.md train augmentation, batched and vectorised on whatever device the images are on.
+
+Per image, as in the reference run:
+TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> to float in
+[0, 1] -> RandomErasing(p=0.1). Each op below reproduces the arithmetic of torchvision's tensor
+functional (``torchvision.transforms.functional`` on a uint8 tensor, which is what
+``TrivialAugmentWide`` calls): nearest interpolation, fill 0, blends truncated to uint8.
+The per-op tests check bit-for-bit equality. The reference run fed PIL images, whose blends
+round instead of truncating and whose rotation picks other nearest pixels at some borders:
+against that path, Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate
+on about 2% of pixels (tests/test_augment.py bounds the mean difference).
+
+All randomness is drawn from an explicit CPU ``torch.Generator`` (a few numbers per image), so the
+same seed gives the same augmentation on every device; the pixel work runs on the images' device.
+There is no Python loop over images, only over the 14 TrivialAugmentWide ops.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NUM_BINS = 31
+
+OPS: tuple[str, ...] = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "AutoContrast",
+    "Equalize",
+)
+
+
+def augmentation_space(num_bins: int = NUM_BINS) -> dict[str, tuple[Tensor, bool]]:
+    """TrivialAugmentWide's ops -> (magnitude bins, signed), exactly as torchvision defines them."""
+    return {
+        "Identity": (torch.tensor(0.0), False),
+        "ShearX": (torch.linspace(0.0, 0.99, num_bins), True),
+        "ShearY": (torch.linspace(0.0, 0.99, num_bins), True),
+        "TranslateX": (torch.linspace(0.0, 32.0, num_bins), True),
+        "TranslateY": (torch.linspace(0.0, 32.0, num_bins), True),
+        "Rotate": (torch.linspace(0.0, 135.0, num_bins), True),
+        "Brightness": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Color": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Contrast": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Sharpness": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 6)).round().int(), False),
+        "Solarize": (torch.linspace(255.0, 0.0, num_bins), False),
+        "AutoContrast": (torch.tensor(0.0), False),
+        "Equalize": (torch.tensor(0.0), False),
+    }
+
+
+def _per_image(magnitude: float | Tensor, n: int) -> Tensor:
+    """Magnitudes as a float64 CPU tensor (n,): parameter maths is done in double, like
+    torchvision's Python floats, and only the results travel to the images' device."""
+    return torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand(n)
+
+
+# ---------------------------------------------------------------- geometric ops (grid_sample)
+
+
+def _inverse_affine(
+    angle: Tensor, shear_x: Tensor, shear_y: Tensor, tx: Tensor, ty: Tensor, cx: float, cy: float
+) -> Tensor:
+    """torchvision's ``_get_inverse_affine_matrix`` (scale 1) per image, angles in degrees.
+    All inputs float64 (n,); returns float64 (n, 2, 3)."""
+    rot, sx, sy = (torch.deg2rad(a) for a in (angle, shear_x, shear_y))
+    a = torch.cos(rot - sy) / torch.cos(sy)
+    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
+    c = torch.sin(rot - sy) / torch.cos(sy)
+    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
+    m0, m1, m3, m4 = d, -b, -c, a
+    m2 = (m0 * (-cx - tx) + m1 * (-cy - ty)) + cx
+    m5 = (m3 * (-cx - tx) + m4 * (-cy - ty)) + cy
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3)
+
+
+def _warp(images: Tensor, theta: Tensor) -> Tensor:
+    """Nearest-neighbour warp with zero fill, as torchvision's ``_gen_affine_grid`` +
+    ``grid_sample``. images uint8 (n, C, H, W), theta float64 (n, 2, 3) -> uint8 (n, C, H, W).
+    The grid is built elementwise (no matmul, so TF32 settings cannot move it), in the rounding
+    order that reproduces the CPU ``bmm`` of torchvision bit for bit."""
+    n, _, h, w = images.shape
+    dev = images.device
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, 1, w)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=dev).view(1, h, 1)
+    theta = theta.to(device=dev, dtype=torch.float32)
+    rescaled = theta / torch.tensor([0.5 * w, 0.5 * h], device=dev).view(1, 2, 1)
+    r = rescaled.view(n, 6, 1, 1).unbind(dim=1)
+    gx = torch.addcmul(xs * r[0], ys, r[1]) + r[2]
+    gy = torch.addcmul(xs * r[3], ys, r[4]) + r[5]
+    grid = torch.stack([gx, gy], dim=-1)
+    out = F.grid_sample(
+        images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )
+    return out.round_().to(torch.uint8)
+
+
+def _affine(images: Tensor, center: tuple[float, float] = (0.0, 0.0), **params: Tensor) -> Tensor:
+    """Warp by per-image angle / shear_x / shear_y (degrees) and tx / ty (pixels), float64 (n,);
+    ``center`` is relative to the image centre, as in torchvision's tensor ``affine``."""
+    zero = torch.zeros(images.shape[0], dtype=torch.float64)
+    args = [params.get(k, zero) for k in ("angle", "shear_x", "shear_y", "tx", "ty")]
+    return _warp(images, _inverse_affine(*args, *center))
+
+
+def _shear_center(images: Tensor) -> tuple[float, float]:
+    """torchvision shears about the top-left corner: ``center=[0, 0]`` -> (-W/2, -H/2)."""
+    return (-0.5 * images.shape[-1], -0.5 * images.shape[-2])
+
+
+def shear_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """ShearX by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
+    m = _per_image(magnitude, images.shape[0])
+    return _affine(images, _shear_center(images), shear_x=torch.rad2deg(torch.atan(m)))
+
+
+def shear_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """ShearY by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
+    m = _per_image(magnitude, images.shape[0])
+    return _affine(images, _shear_center(images), shear_y=torch.rad2deg(torch.atan(m)))
+
+
+def translate_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Shift right by ``int(magnitude)`` pixels (truncated toward 0). uint8 (n, C, H, W)."""
+    return _affine(images, tx=torch.trunc(_per_image(magnitude, images.shape[0])))
+
+
+def translate_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Shift down by ``int(magnitude)`` pixels (truncated toward 0). uint8 (n, C, H, W)."""
+    return _affine(images, ty=torch.trunc(_per_image(magnitude, images.shape[0])))
+
+
+def rotate(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Rotate counter-clockwise by ``magnitude`` degrees about the centre. uint8 (n, C, H, W)."""
+    return _affine(images, angle=-_per_image(magnitude, images.shape[0]))
+
+
+# ---------------------------------------------------------------- colour ops
+
+
+def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    """``factor * images + (1 - factor) * other`` in float32, clamped and truncated to uint8,
+    as torchvision's ``_blend``. images uint8 (n, C, H, W), other broadcastable, factor float64 (n,)."""
+    ratio = factor.float().view(-1, 1, 1, 1).to(images.device)
+    rest = (1.0 - factor).float().view(-1, 1, 1, 1).to(images.device)
+    return (ratio * images + rest * other).clamp_(0, 255).to(torch.uint8)
+
+
+def _grayscale(images: Tensor) -> Tensor:
+    """ITU-R 601 luma truncated to uint8, as torchvision. (n, 3, H, W) -> (n, 1, H, W)."""
+    r, g, b = images.unbind(dim=1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).to(torch.uint8).unsqueeze(1)
+
+
+def brightness(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Scale brightness by ``1 + magnitude``. uint8 (n, C, H, W) -> same."""
+    factor = 1.0 + _per_image(magnitude, images.shape[0])
+    return _blend(images, torch.zeros_like(images), factor)
+
+
+def color(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Scale saturation by ``1 + magnitude`` (blend with the grey image). uint8 (n, 3, H, W)."""
+    return _blend(images, _grayscale(images), 1.0 + _per_image(magnitude, images.shape[0]))
+
+
+def contrast(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Scale contrast by ``1 + magnitude`` (blend with the mean grey level). uint8 (n, 3, H, W)."""
+    mean = _grayscale(images).float().mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(images, mean, 1.0 + _per_image(magnitude, images.shape[0]))
+
+
+def sharpness(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Sharpen by ``1 + magnitude``: blend with a 3x3 smoothed copy (border pixels kept).
+    uint8 (n, C, H, W) -> same."""
+    c = images.shape[1]
+    kernel = torch.ones(3, 3, device=images.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / kernel.sum()).expand(c, 1, 3, 3)
+    smooth = F.conv2d(images.float(), kernel, groups=c).round_().to(torch.uint8)
+    degenerate = images.clone()
+    degenerate[..., 1:-1, 1:-1] = smooth
+    return _blend(images, degenerate, 1.0 + _per_image(magnitude, images.shape[0]))
+
+
+def posterize(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Keep the top ``int(magnitude)`` bits of every channel. uint8 (n, C, H, W) -> same."""
+    bits = _per_image(magnitude, images.shape[0]).long()
+    mask = (256 - 2 ** (8 - bits)).to(device=images.device, dtype=torch.uint8)
+    return images & mask.view(-1, 1, 1, 1)
+
+
+def solarize(images: Tensor, magnitude: float | Tensor) -> Tensor:
+    """Invert every value >= ``magnitude`` (a threshold in 0..255). uint8 (n, C, H, W)."""
+    threshold = _per_image(magnitude, images.shape[0]).float().view(-1, 1, 1, 1)
+    return torch.where(images >= threshold.to(images.device), 255 - images, images)
+
+
+def autocontrast(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
+    """Stretch each channel to 0..255 (``magnitude`` ignored). uint8 (n, C, H, W) -> same."""
+    lo = images.amin(dim=(-2, -1), keepdim=True).float()
+    hi = images.amax(dim=(-2, -1), keepdim=True).float()
+    flat = hi == lo
+    scale = torch.where(flat, 1.0, 255.0 / (hi - lo))
+    lo = torch.where(flat, 0.0, lo)
+    return ((images - lo) * scale).clamp_(0, 255).to(torch.uint8)
+
+
+def equalize(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
+    """Histogram-equalise each channel (``magnitude`` ignored), torchvision's LUT rule.
+    uint8 (n, C, H, W) -> same."""
+    n, c, h, w = images.shape
+    flat = images.reshape(n * c, h * w).long()
+    hist = torch.zeros(n * c, 256, dtype=torch.long, device=images.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat))
+    top_count = hist.gather(1, flat.amax(dim=1, keepdim=True))
+    step = (h * w - top_count) // 255  # (n*c, 1): all pixels but the brightest value's, / 255
+    lut = (hist.cumsum(1) + step // 2) // step.clamp(min=1)
+    lut = F.pad(lut, (1, 0))[:, :-1].clamp(0, 255)
+    out = torch.where(step == 0, flat, lut.gather(1, flat))
+    return out.to(torch.uint8).view(n, c, h, w)
+
+
+def identity(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
+    """The image unchanged. uint8 (n, C, H, W) -> same."""
+    return images
+
+
+OP_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "Identity": identity,
+    "ShearX": shear_x,
+    "ShearY": shear_y,
+    "TranslateX": translate_x,
+    "TranslateY": translate_y,
+    "Rotate": rotate,
+    "Brightness": brightness,
+    "Color": color,
+    "Contrast": contrast,
+    "Sharpness": sharpness,
+    "Posterize": posterize,
+    "Solarize": solarize,
+    "AutoContrast": autocontrast,
+    "Equalize": equalize,
+}
+
+
+# ---------------------------------------------------------------- random parameters and pipeline
+
+
+def sample_trivial_augment(
+    n: int, generator: torch.Generator | None = None, num_bins: int = NUM_BINS
+) -> tuple[Tensor, Tensor]:
+    """Per image: an op index uniform over ``OPS``, a magnitude bin uniform over ``num_bins``, and
+    a random sign for signed ops, as ``TrivialAugmentWide.forward``.
+    Returns (op int64 (n,), magnitude float64 (n,)), on the CPU."""
+    space = augmentation_space(num_bins)
+    table = torch.stack([m.double().expand(num_bins) for m, _ in space.values()])
+    signed = torch.tensor([s for _, s in space.values()])
+    op = torch.randint(len(OPS), (n,), generator=generator)
+    bins = torch.randint(num_bins, (n,), generator=generator)
+    negative = torch.randint(2, (n,), generator=generator).bool() & signed[op]
+    magnitude = table[op, bins]
+    return op, torch.where(negative, -magnitude, magnitude)
+
+
+def apply_ops(images: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
+    """Apply op ``OPS[op[i]]`` with ``magnitude[i]`` to image i: the batch is sorted by op so
+    that each op runs once, vectorised, on a contiguous slice; then it is unsorted.
+    images uint8 (n, C, H, W); op int64 (n,); magnitude float64 (n,) -> uint8 (n, C, H, W)."""
+    op, magnitude = op.cpu(), magnitude.cpu()
+    order = torch.argsort(op, stable=True)
+    order_on_device = order.to(images.device)
+    by_op = images[order_on_device]
+    parts, start = [], 0
+    for name, count in zip(OPS, torch.bincount(op, minlength=len(OPS)).tolist()):
+        if count:
+            run = slice(start, start + count)
+            parts.append(OP_FUNCTIONS[name](by_op[run], magnitude[order[run]]))
+            start += count
+    out = torch.empty_like(images)
+    out[order_on_device] = torch.cat(parts)
+    return out
+
+
+def trivial_augment_wide(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """TrivialAugmentWide with a fresh op and magnitude per image. uint8 (n, C, H, W) -> same."""
+    op, magnitude = sample_trivial_augment(images.shape[0], generator)
+    return apply_ops(images, op, magnitude)
+
+
+def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor, padding: int = 4) -> Tensor:
+    """Horizontal flip where ``flip``, then a crop of the zero-padded image at (top, left), as
+    ``RandomHorizontalFlip`` then ``RandomCrop(size, padding)``; one gather for both.
+    images (n, C, H, W) any dtype; flip bool (n,); top, left int64 (n,) in 0..2*padding."""
+    n, c, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (padding,) * 4)
+    pw = w + 2 * padding
+    rows = top.to(dev)[:, None] + torch.arange(h, device=dev)
+    cols = left.to(dev)[:, None] + torch.arange(w, device=dev)
+    cols = torch.where(flip.to(dev)[:, None], pw - 1 - cols, cols)  # pad(flip(x)) == flip(pad(x))
+    index = (rows[:, :, None] * pw + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
+
+
+def sample_flip_crop(
+    n: int, generator: torch.Generator | None = None, padding: int = 4
+) -> tuple[Tensor, Tensor, Tensor]:
+    """RandomHorizontalFlip(0.5) and RandomCrop(padding) parameters per image, on the CPU:
+    (flip bool (n,), top int64 (n,), left int64 (n,)), top and left uniform in 0..2*padding."""
+    flip = torch.rand(n, generator=generator) < 0.5
+    top, left = torch.randint(2 * padding + 1, (2, n), generator=generator)
+    return flip, top, left
+
+
+def sample_erasing(
+    n: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    p: float = 0.1,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> Tensor:
+    """RandomErasing boxes as torchvision draws them: with probability p, up to 10 tries of
+    area ~ U(scale) * H * W and log aspect ~ U(log ratio); the first box that fits is used.
+    Returns int64 (n, 4) = (top, left, h, w) on the CPU; h = w = 0 where nothing is erased."""
+    tries = 10
+    apply = torch.rand(n, generator=generator) < p
+    area = height * width * torch.empty(n, tries).uniform_(*scale, generator=generator).double()
+    log_ratio = torch.empty(n, tries).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    aspect = torch.exp(log_ratio).double()
+    h = torch.sqrt(area * aspect).round().long()
+    w = torch.sqrt(area / aspect).round().long()
+    fits = (h < height) & (w < width)
+    first = fits.long().argmax(dim=1, keepdim=True)  # index of the first fitting try
+    use = apply & fits.any(dim=1)
+    h = torch.where(use, h.gather(1, first).squeeze(1), 0)
+    w = torch.where(use, w.gather(1, first).squeeze(1), 0)
+    top = (torch.rand(n, generator=generator) * (height - h + 1)).long()
+    left = (torch.rand(n, generator=generator) * (width - w + 1)).long()
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
+    """Set box (top, left, h, w) of image i to ``value``. images (n, C, H, W); boxes int64 (n, 4)."""
+    _, _, h, w = images.shape
+    top, left, bh, bw = boxes.to(images.device).unbind(dim=1)
+    rows = torch.arange(h, device=images.device)
+    cols = torch.arange(w, device=images.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])
+    mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+    return images.masked_fill(mask, value)
+
+
+class TrainAugment(torch.nn.Module):
+    """The RECIPE.md train augmentation on a batch, per image, on the batch's device:
+    TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> float in [0, 1]
+    -> RandomErasing(p=0.1, value 0).
+
+    ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1].
+    ``generator`` is a CPU ``torch.Generator`` (None: the global CPU generator)."""
+
+    def __init__(self, padding: int = 4, erase_p: float = 0.1) -> None:
+        super().__init__()
+        self.padding = padding
+        self.erase_p = erase_p
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise TypeError(
+                f"TrainAugment expects uint8 (B, C, H, W) images, got {images.dtype} {tuple(images.shape)}"
+            )
+        n, _, h, w = images.shape
+        x = trivial_augment_wide(images, generator)
+        x = flip_crop(x, *sample_flip_crop(n, generator, self.padding), self.padding)
+        x = x.float().div_(255)
+        return erase(x, sample_erasing(n, h, w, generator, p=self.erase_p))
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}, erase_p={self.erase_p}"
+
+
+# ---------------------------------------------------------------- batch mixing
+
+
+def _beta(alpha: float, generator: torch.Generator | None) -> float:
+    """One Beta(alpha, alpha) draw, seeded from ``generator`` so that it replays."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return random.Random(seed).betavariate(alpha, alpha)
+
+
+def cutmix(
+    images: Tensor, labels: Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """CutMix: paste one box from a shuffled copy of the batch into every image.
+
+    The box side ratio is sqrt(1 - lam0) with lam0 ~ Beta(alpha, alpha) and a uniform centre,
+    clipped to the image; lam is then corrected to the exact kept area: 1 - box_area / (H * W).
+    images (B, C, H, W); labels (B,) -> (mixed (B, C, H, W), labels, labels[perm], lam), so the
+    loss is ``lam * CE(out, labels) + (1 - lam) * CE(out, labels[perm])``."""
+    n, _, h, w = images.shape
+    lam0 = _beta(alpha, generator)
+    perm = torch.randperm(n, generator=generator).to(images.device)
+    cut = math.sqrt(1.0 - lam0)
+    cut_h, cut_w = int(h * cut), int(w * cut)
+    cy = int(torch.randint(h, (1,), generator=generator))
+    cx = int(torch.randint(w, (1,), generator=generator))
+    y1, y2 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x1, x2 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    mixed = images.clone()
+    mixed[:, :, y1:y2, x1:x2] = images[perm, :, y1:y2, x1:x2]
+    lam = 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
+    return mixed, labels, labels[perm], lam
+
+
+def mixup(
+    images: Tensor, labels: Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """MixUp: ``lam * images + (1 - lam) * images[perm]`` with lam ~ Beta(alpha, alpha).
+    images float (B, C, H, W); labels (B,) -> (mixed, labels, labels[perm], lam)."""
+    lam = _beta(alpha, generator)
+    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    return lam * images + (1.0 - lam) * images[perm], labels, labels[perm], lam
