@@ -71,7 +71,7 @@ def plot_index(height: int, width: int, ax=None):
     index = relative_position_index(height, width)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
-    image = ax.imshow(index, cmap="viridis")
+    image = ax.imshow(index.numpy(), cmap="viridis")
     ax.set_title(f"relative position index, {height}x{width} grid")
     ax.set_xlabel("key token")
     ax.set_ylabel("query token")

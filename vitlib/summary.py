@@ -51,12 +51,12 @@ def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str
         for hook in hooks:
             hook.remove()
     own = sum(p.numel() for p in model.parameters(recurse=False))
+    if own:  # parameters of the model itself, e.g. the position embedding
+        rows.append(("(own parameters)", "", own))
+    rows.append(("total", "", count_parameters(model)))
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{'part':<{width}}  {'output (1 image)':<32}{'parameters':>12}"]
     lines += [f"{name:<{width}}  {shape:<32}{params:>12,}" for name, shape, params in rows]
-    if own:
-        lines.append(f"{'(own parameters)':<{width}}  {'':<32}{own:>12,}")
-    lines.append(f"{'total':<{width}}  {'':<32}{count_parameters(model):>12,}")
     flops = flops_per_image(model, image_size, in_channels)
     lines.append(
         f"forward FLOPs per image: {flops / 1e9:.2f} G ({flops / 2e9:.2f} G multiply-adds)"
