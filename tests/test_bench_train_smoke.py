@@ -1,0 +1,29 @@
+"""bench/train_cpu.py --smoke runs end to end and appends its table to a results file."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "bench" / "train_cpu.py"
+
+
+def test_train_cpu_smoke(tmp_path, cifar_root):
+    results = tmp_path / "RESULTS.md"
+    command = [
+        sys.executable,
+        str(BENCH),
+        "--smoke",
+        "--results",
+        str(results),
+        "--datapath",
+        str(cifar_root),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = results.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "## train_cpu: cpu-quick time-to-accuracy SMOKE" in text
+    assert "| budget (min) | epochs x images |" in text and "| 0.05 | 1 x " in text
+    assert "train_cpu.py --smoke --results" in text
+    subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    assert results.read_text().count("## train_cpu:") == 2  # appends, keeps the old entry

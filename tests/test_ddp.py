@@ -1,0 +1,64 @@
+"""Two CPU processes under torchrun (gloo): ranks stay identical and match one process."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from vitlib.checkpoint import load_checkpoint
+from vitlib.model import create_model
+from vitlib.train import derive_seed, main
+
+# Deterministic data path (no augmentation, mixing or dropout), so the two processes' half
+# batches together are exactly the single process's batches (strided sharding of one order).
+FLAGS = [
+    "--preset", "cpu-quick", "--train_limit", "128", "--test_limit", "32", "--epochs", "2",
+    "--batch_size", "32", "--warmup_epochs", "0.5", "--no-augment", "--mix", "none",
+    "--model_overrides", "depth=1", "dim=32", "head_channels=16", "head_dropout=0.0",
+    "--progress", "off",
+]  # fmt: skip
+
+# Records every rank's weights when the loop evaluates them (at each epoch end).
+SPY = textwrap.dedent(
+    """
+    import sys, torch, vitlib.train as t
+    real, out = t.evaluate_model, sys.argv[sys.argv.index("--out") + 1]
+    def spy(model, *args, **kwargs):
+        torch.save(model.state_dict(), f"{out}/rank{torch.distributed.get_rank()}.pt")
+        return real(model, *args, **kwargs)
+    t.evaluate_model = spy
+    sys.exit(t.main(sys.argv[1:]))
+    """
+)
+
+
+def test_two_process_gloo_matches_single_process(tmp_path, cifar_root):
+    spy = tmp_path / "spy.py"
+    spy.write_text(SPY)
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    data = ["--datapath", str(cifar_root)]
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(spy), *FLAGS, *data, "--out", str(ddp_out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "x 2 processes" in run.stdout and run.stdout.count("epoch   2/2") == 1  # rank 0 prints
+    rank0, rank1 = torch.load(ddp_out / "rank0.pt"), torch.load(ddp_out / "rank1.pt")
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    ddp = load_checkpoint(ddp_out / "last.pt")
+    assert ddp["step"] == 2 * 4 and ddp["world_size"] == 2  # 4 global batches of 32 per epoch
+
+    assert main([*FLAGS, *data, "--out", str(single_out)]) == 0
+    single = load_checkpoint(single_out / "last.pt")
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(derive_seed(0, "init"))  # the initial weights: training did move them
+    initial = create_model("vit_cifar10_small", depth=1, dim=32, head_channels=16).state_dict()
+    assert (initial["head.weight"] - single["model"]["head.weight"]).abs().max() > 1e-3
+    assert [r["test_acc"] for r in ddp["progress"]["history"]] == pytest.approx(
+        [r["test_acc"] for r in single["progress"]["history"]], abs=1 / 32
+    )

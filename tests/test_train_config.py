@@ -1,0 +1,93 @@
+"""TrainConfig presets and validation: every bad value named with its allowed range, at once."""
+
+import dataclasses
+
+import pytest
+
+from vitlib.config import PRESETS, TrainConfig, config_from_dict, preset_config, validate
+
+
+@pytest.fixture(autouse=True)
+def _data(monkeypatch, tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    monkeypatch.setenv("VITLIB_DATA", str(tmp_path))
+
+
+def test_reference_defaults_follow_the_recipe():
+    c = TrainConfig()
+    assert (c.lr, c.betas, c.eps, c.weight_decay) == (1e-3, (0.9, 0.999), 1e-8, 0.1)
+    assert (c.batch_size, c.epochs, c.label_smoothing, c.mix, c.mix_alpha, c.mix_prob) == (
+        128, 200, 0.1, "cutmix", 0.5, 1.0,
+    )  # fmt: skip
+    assert (c.warmup_epochs, c.min_lr, c.cycles, c.schedule_unit) == (10, 1e-5, 4, "epoch")
+    assert (c.precision, c.compile, c.model) == ("fp32", False, "vit_cifar10_patch2_input32")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid(name):
+    validate(preset_config(name, device="cpu"))
+
+
+def test_fast_and_cpu_quick():
+    fast, quick = preset_config("fast"), preset_config("cpu-quick")
+    assert fast.model == TrainConfig().model and fast.mix == "cutmix" and fast.augment
+    assert (fast.batch_size, fast.cycles, fast.schedule_unit, fast.compile) == (
+        512,
+        1,
+        "step",
+        True,
+    )
+    assert quick.model == "vit_cifar10_small"
+
+
+def test_all_problems_in_one_error():
+    config = TrainConfig(
+        epochs=20, lr=-1.0, mix="blend", betas=(0.9, 1.5), train_limit=100, model="vit_huge",
+        label_smoothing=1.0, batch_size="128", preset="slow", device="cuda:7", ema=1.0,
+    )  # fmt: skip
+    with pytest.raises(ValueError) as info:
+        validate(config)
+    message = str(info.value)
+    for expected in (
+        "batch_size='128' has the wrong type: expected <class 'int'>",
+        "preset='slow' is out of range: one of ['cpu-quick', 'fast', 'reference']",
+        "mix='blend' is out of range: one of ['cutmix', 'mixup', 'none']",
+        "lr=-1.0 is out of range: a finite number > 0",
+        "warmup_epochs=10.0 is out of range: [0, epochs / cycles)",
+        "betas=(0.9, 1.5) is out of range: two numbers in [0, 1)",
+        "label_smoothing=1.0 is out of range: [0, 1)",
+        "ema=1.0 is out of range: [0, 1)",
+        "model='vit_huge' is unknown: choose one of ['vit_cifar10_patch2_input32', 'vit_cifar10_small']",
+        "device='cuda:7' is not available",
+    ):
+        assert expected in message
+
+
+def test_batch_size_against_dataset_and_processes():
+    with pytest.raises(
+        ValueError, match=r"batch_size=128 is out of range: 1\.\.100 \(the training images"
+    ):
+        validate(TrainConfig(train_limit=100))
+    with pytest.raises(ValueError, match="divisible by the 3 process"):
+        validate(TrainConfig(), world_size=3)
+
+
+def test_schedule_shape_checks():
+    with pytest.raises(ValueError, match="cycles=3 is out of range: a divisor of epochs=200"):
+        validate(TrainConfig(cycles=3))
+    validate(TrainConfig(cycles=3, schedule_unit="step", warmup_epochs=5.0))
+
+
+def test_model_overrides_checked_and_data_location(monkeypatch):
+    with pytest.raises(ValueError, match="model_overrides=.*depth must be a positive integer"):
+        validate(TrainConfig(model_overrides={"depth": 0}))
+    monkeypatch.delenv("VITLIB_DATA")
+    with pytest.raises(ValueError, match="VITLIB_DATA is unset: pass --datapath"):
+        validate(TrainConfig())
+
+
+def test_config_round_trip_through_a_dict():
+    config = preset_config("fast", model_overrides={"depth": 2})
+    assert config_from_dict(dataclasses.asdict(config) | {"betas": [0.9, 0.999]}) == config
+    with pytest.raises(ValueError, match=r"unknown training config field\(s\) \['learning_rate'\]"):
+        config_from_dict({"learning_rate": 1})

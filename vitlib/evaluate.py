@@ -1,0 +1,174 @@
+"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, optional flip TTA.
+
+From a notebook::
+
+    model, state = load_model("runs/reference/best.pt")
+    images, labels = load_cifar10(split="test")
+    result = evaluate_model(model, images, labels)          # dict of tensors and floats
+    per_class_accuracy(result["confusion"])                 # (10,)
+
+From a shell: ``python -m vitlib.evaluate runs/reference/best.pt [--datapath DIR] [--tta]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import compare_with_model, load_checkpoint
+from .data import CLASSES, load_cifar10
+from .model import ModelConfig, RelViT
+
+
+def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[RelViT, dict]:
+    """Rebuild the model saved in a checkpoint, in eval mode on ``device``.
+
+    Uses the EMA weights when the checkpoint has them (``state["ema"]``), else ``state["model"]``.
+    Returns (model, checkpoint state)."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    model = RelViT(ModelConfig(**state["model_config"]))
+    problems = compare_with_model(state, model)
+    if problems:
+        raise ValueError(f"{checkpoint} does not match its own model config: {problems}")
+    model.load_state_dict(state.get("ema") or state["model"])
+    return model.to(device).eval(), state
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 500,
+    tta: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Logits float32 (N, classes) for uint8 images (N, 3, 32, 32) (any device; batches are moved
+    to the model's device). ``tta`` averages the logits of the image and its mirror image."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255)
+        with torch.autocast(
+            device.type, autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
+        ):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(-1)).float()) / 2
+        outputs.append(logits)
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """int64 (K, K): entry [t, p] counts images of true class t predicted as p."""
+    flat = labels.to(predictions.device) * num_classes + predictions
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes).cpu()
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """float (K,): the diagonal over the row sums (NaN for a class with no test images)."""
+    return confusion.diag().double() / confusion.sum(dim=1).double()
+
+
+def evaluate_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 500,
+    tta: bool = False,
+    label_smoothing: float = 0.0,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
+    """Evaluate on uint8 images (N, 3, 32, 32) and labels (N,).
+
+    Returns {"accuracy": float, "loss": float (cross-entropy with ``label_smoothing``; the
+    reference run logged its test loss with 0.1), "logits": (N, K), "predictions": (N,),
+    "confusion": (K, K) int64}."""
+    logits = predict(model, images, batch_size, tta, autocast_dtype)
+    labels = labels.to(logits.device)
+    predictions = logits.argmax(dim=1)
+    return {
+        "accuracy": (predictions == labels).double().mean().item(),
+        "loss": F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
+        "logits": logits,
+        "predictions": predictions,
+        "confusion": confusion_matrix(predictions, labels, logits.shape[1]),
+    }
+
+
+def format_report(result: dict, classes: tuple[str, ...] = CLASSES) -> str:
+    """Accuracy, per-class accuracy and the confusion matrix as plain text."""
+    confusion = result["confusion"]
+    width = max(len(c) for c in classes)
+    lines = [f"test accuracy: {100 * result['accuracy']:.2f}%  (loss {result['loss']:.4f})", ""]
+    lines += [
+        f"{c:>{width}}  {100 * a:6.2f}%"
+        for c, a in zip(classes, per_class_accuracy(confusion).tolist(), strict=True)
+    ]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines.append(" " * width + "".join(f"{c[:5]:>7}" for c in classes))
+    lines += [
+        f"{c:>{width}}" + "".join(f"{v:7d}" for v in row)
+        for c, row in zip(classes, confusion.tolist(), strict=True)
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlib.evaluate",
+        description="Evaluate a vitlib checkpoint on the CIFAR-10 test set.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("checkpoint", help="a last.pt or best.pt written by vitlib.train")
+    parser.add_argument(
+        "--datapath",
+        "--data",
+        default=None,
+        help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="average with horizontally flipped images"
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda, ... (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        "--batch_size",
+        type=int,
+        default=500,
+        help="evaluation batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="evaluate on the first N test images only"
+    )
+    args = parser.parse_args(argv)
+    try:
+        model, state = load_model(args.checkpoint, args.device)
+        images, labels = load_cifar10(args.datapath, "test", limit=args.limit)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    result = evaluate_model(model, images, labels, batch_size=args.batch_size, tta=args.tta)
+    which = "EMA" if state.get("ema") else "model"
+    print(
+        f"{args.checkpoint}: {state.get('model_name', '?')}, epoch {state.get('epoch', '?')}, {which} weights, {len(labels)} test images{', flip TTA' if args.tta else ''}"
+    )
+    print(format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""AdamW with the reference weight-decay rule: decay only the ``.weight`` of ``nn.Conv2d`` and
+``nn.Linear`` modules; biases, LayerNorm, residual gammas, position embeddings and relative
+position tables get no decay."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def decay_parameter_names(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Split trainable parameter names into (decay, no_decay) by walking the modules.
+
+    A parameter shared by several modules is listed once, under its first name, and decays if
+    any module using it is a Conv2d/Linear holding it as ``weight``.
+    """
+    decay_ids = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight is not None
+    }
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():  # deduplicates shared parameters
+        if param.requires_grad:
+            (decay if id(param) in decay_ids else no_decay).append(name)
+    return decay, no_decay
+
+
+def create_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> torch.optim.AdamW:
+    """AdamW over two groups (``weight_decay`` and 0); fused kernel when the model is on CUDA."""
+    params = dict(model.named_parameters())
+    decay, no_decay = decay_parameter_names(model)
+    groups = [
+        {"params": [params[n] for n in decay], "weight_decay": weight_decay},
+        {"params": [params[n] for n in no_decay], "weight_decay": 0.0},
+    ]
+    fused = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
