@@ -53,3 +53,27 @@ def test_throughput_smoke(tmp_path):
     for form in ("reference", "fast"):
         for precision in ("fp32", "bf16"):
             assert f"| {form} | eager | {precision} | 2 |" in text
+
+
+def test_time_to_accuracy_smoke(cifar_root, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    text = run_bench(
+        "time_to_accuracy.py", "--preset", "cpu-quick", "--thresholds", "0.0", "1.01",
+        "--datapath", str(cifar_root), results=results,
+    )  # fmt: skip
+    assert "time_to_accuracy (smoke)" in text
+    assert "| 0% | 0." in text and "| 101% | not reached | - |" in text and "| final " in text
+    # A finished run can be reported again without training.
+    run = tmp_path / "run"
+    run_bench(
+        "time_to_accuracy.py",
+        "--preset",
+        "cpu-quick",
+        "--out",
+        str(run),
+        "--datapath",
+        str(cifar_root),
+        results=results,
+    )
+    text = run_bench("time_to_accuracy.py", "--run", str(run), results=results)
+    assert text.count("time_to_accuracy (smoke)") == 3
