@@ -105,6 +105,26 @@ def evaluate_model(
     }
 
 
+@torch.no_grad()
+def attention_maps(model: RelViT, image: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities of every block for one uint8 image (3, H, W):
+    float32 (blocks, heads, N_q, N_k) on the CPU; each row sums to 1."""
+    inputs = []
+    hooks = [
+        block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+        for block in model.blocks
+    ]
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        model(image[None].to(device).float().div(255))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps = [block.attn.attention_map(x)[0] for block, x in zip(model.blocks, inputs, strict=True)]
+    return torch.stack(maps).float().cpu()
+
+
 def format_report(result: dict, classes: tuple[str, ...] = CLASSES) -> str:
     """Accuracy, per-class accuracy and the confusion matrix as plain text."""
     confusion = result["confusion"]

@@ -67,6 +67,119 @@ def plot_training(run: str | Path | dict, reference: bool = True) -> Figure:
     return fig
 
 
+def plot_confusion(confusion, classes: tuple[str, ...]) -> Figure:
+    """The confusion matrix (K, K) (rows: true class) as row percentages with counts, and the
+    per-class accuracy (its diagonal over the row sums) as bars."""
+    counts = confusion.double()
+    percent = 100 * counts / counts.sum(dim=1, keepdim=True)
+    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    matrix_ax, bar_ax = fig.subplots(1, 2, width_ratios=(1.3, 1))
+    shown = matrix_ax.imshow(percent.numpy(), cmap="Blues", vmin=0, vmax=100)
+    for t in range(len(classes)):
+        for p in range(len(classes)):
+            color = "white" if percent[t, p] > 50 else "black"
+            matrix_ax.text(
+                p, t, int(counts[t, p]), ha="center", va="center", fontsize=7, color=color
+            )
+    ticks = range(len(classes))
+    matrix_ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true class")
+    matrix_ax.set_xticklabels(classes, rotation=45, ha="right")
+    matrix_ax.set_yticklabels(classes)
+    matrix_ax.set_title("confusion matrix (counts; colour: % of the true class)")
+    fig.colorbar(shown, ax=matrix_ax, fraction=0.046)
+    accuracy = (100 * counts.diag() / counts.sum(dim=1)).tolist()
+    bar_ax.barh(list(ticks), accuracy, color="C0")
+    bar_ax.set(yticks=ticks, xlim=(0, 100), xlabel="accuracy (%)", title="per-class accuracy")
+    bar_ax.set_yticklabels(classes)
+    bar_ax.invert_yaxis()
+    for k, a in enumerate(accuracy):
+        bar_ax.text(min(a, 88) + 1, k, f"{a:.1f}", va="center", fontsize=8)
+    return fig
+
+
+def plot_attention(image, maps, query: int, grid: tuple[int, int]) -> Figure:
+    """What one query token attends to, for every block (rows) and head (columns), drawn over
+    the image. image uint8 (3, H, W); maps (blocks, heads, N, N) from
+    ``vitlib.evaluate.attention_maps``; ``query`` a token index (row-major on ``grid``)."""
+    blocks, heads = maps.shape[:2]
+    height, width = image.shape[-2:]
+    pixels = image.permute(1, 2, 0).float().div(255).numpy()
+    y, x = divmod(query, grid[1])
+    cell = (height // grid[0], width // grid[1])
+    fig = Figure(figsize=(1.3 * (heads + 1), 1.35 * blocks), layout="constrained")
+    axes = fig.subplots(blocks, heads + 1, squeeze=False)
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    for b in range(blocks):
+        axes[b, 0].imshow(pixels, interpolation="nearest")
+        axes[b, 0].add_patch(_query_box(x, y, cell))
+        axes[b, 0].set_ylabel(f"block {b}", fontsize=8)
+        for h in range(heads):
+            ax = axes[b, h + 1]
+            ax.imshow(pixels, interpolation="nearest")
+            weights = maps[b, h, query].reshape(grid)
+            ax.imshow(weights.numpy(), cmap="magma", alpha=0.75, extent=extent)
+            ax.add_patch(_query_box(x, y, cell))
+            if b == 0:
+                ax.set_title(f"head {h}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("query", fontsize=8)
+    return fig
+
+
+def _query_box(x: int, y: int, cell: tuple[int, int]):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x * cell[1] - 0.5, y * cell[0] - 0.5), cell[1], cell[0],
+                     fill=False, edgecolor="cyan", linewidth=1.2)  # fmt: skip
+
+
+class LiveCurves:
+    """Redraws ``plot_training(run_dir)`` in a notebook while a run writes its metrics.csv.
+
+        with LiveCurves("runs/notebook"):
+            train(config)
+
+    A background thread polls metrics.csv every ``every`` seconds and updates one displayed
+    figure when the file has new epochs; leaving the block draws the final curves."""
+
+    def __init__(self, run_dir: str | Path, every: float = 5.0, reference: bool = True) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        self.every, self.reference = every, reference
+        self.handle, self.shown = None, -1
+
+    def _redraw(self) -> None:
+        try:
+            metrics = read_metrics(self.path.parent)
+        except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+            return
+        if len(metrics["epoch"]) != self.shown:
+            self.shown = len(metrics["epoch"])
+            self.handle.update(plot_training(metrics, reference=self.reference))
+
+    def _poll(self) -> None:
+        while not self.stop.wait(self.every):
+            self._redraw()
+
+    def __enter__(self) -> LiveCurves:
+        import threading
+
+        from IPython.display import display
+
+        waiting = {"text/plain": f"(curves appear here once {self.path} has an epoch)"}
+        self.handle = display(waiting, raw=True, display_id=True)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._redraw()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.plots",

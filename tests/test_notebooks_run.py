@@ -1,0 +1,122 @@
+"""Execute the training and results notebooks (05, 06) with papermill on tiny parameters.
+
+Their stored outputs come from a real run that a test cannot reproduce (nbval leaves them out,
+see notebooks/conftest.py); these tests check that they run end to end on the real data, write
+what they promise, and refuse bad parameters with an error naming them."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+nbformat = pytest.importorskip("nbformat")
+
+from vitlib.checkpoint import load_checkpoint  # noqa: E402
+from vitlib.evaluate import load_model  # noqa: E402
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+TINY = {
+    "preset": "cpu-quick",
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": None,
+    "train_limit": 256,
+    "test_limit": 128,
+}
+
+
+def execute(name: str, output: Path, **parameters) -> str:
+    """Run ``notebooks/name`` into ``output``; returns the text of all its stream outputs."""
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name),
+        str(output),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
+    nb = nbformat.read(output, as_version=4)
+    return "".join(
+        out.get("text", "")
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.output_type == "stream"
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(cifar_root, tmp_path_factory):
+    """05 run once for this module: (run directory, its stream output)."""
+    tmp = tmp_path_factory.mktemp("nb05")
+    run_dir = tmp / "run"
+    text = execute(
+        "05_training.ipynb",
+        tmp / "05.ipynb",
+        datapath=str(cifar_root),
+        out_dir=str(run_dir),
+        **TINY,
+    )
+    return run_dir, text
+
+
+def test_training_notebook_writes_the_run(trained):
+    run_dir, text = trained
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    assert {"epoch", "train_loss", "test_loss", "test_acc", "lr", "seconds"} <= rows[0].keys()
+    assert 0.0 <= float(rows[0]["test_acc"]) <= 1.0
+    last = load_checkpoint(run_dir / "last.pt")
+    assert last["epoch"] == 1 and last["config"]["train_limit"] == 256
+    model, best = load_model(str(run_dir / "best.pt"))
+    assert best["model_name"] == "vit_cifar10_small" and not model.training
+    assert (run_dir / "curves.png").stat().st_size > 10_000
+    assert "256 train / 128 test images" in text
+    assert f"final test accuracy {100 * float(rows[0]['test_acc']):.2f}%" in text
+
+
+def test_results_notebook_reads_the_checkpoint(trained, cifar_root, tmp_path):
+    run_dir, _ = trained
+    text = execute(
+        "06_results.ipynb",
+        tmp_path / "06.ipynb",
+        checkpoint=str(run_dir / "best.pt"),
+        datapath=str(cifar_root),
+        test_limit=128,
+    )
+    with open(run_dir / "metrics.csv") as f:
+        acc = float(next(csv.DictReader(f))["test_acc"])
+    assert f"128 test images: {100 * acc:.2f}% one view" in text
+    assert "with flip TTA" in text and "confusion matrix (rows: true class" in text
+    assert (run_dir / "confusion.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({"epochs": -3}, "epochs=-3 is out of range: an integer >= 1"),
+        ({"preset": "nope"}, "unknown preset 'nope'"),
+    ],
+)
+def test_training_notebook_rejects_a_bad_parameter(cifar_root, tmp_path, parameters, expected):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        execute(
+            "05_training.ipynb",
+            tmp_path / "05.ipynb",
+            datapath=str(cifar_root),
+            out_dir=str(tmp_path / "run"),
+            **parameters,
+        )
+    assert expected in str(error.value)
+    assert not (tmp_path / "run").exists(), "nothing may run before the parameters are checked"
+
+
+def test_results_notebook_names_a_missing_checkpoint(tmp_path):
+    missing = tmp_path / "nowhere" / "best.pt"
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        execute("06_results.ipynb", tmp_path / "06.ipynb", checkpoint=str(missing))
+    assert "FileNotFoundError" in str(error.value)
+    assert str(missing) in str(error.value) and "05_training.ipynb" in str(error.value)
