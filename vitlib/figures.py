@@ -197,14 +197,21 @@ def attention_bias_figure(
 
 
 def offset_tables_figure(tables: torch.Tensor, grid: tuple[int, int], title: str = "") -> Figure:
-    """Relative position tables ``(blocks, heads, (2H-1)(2W-1))`` as offset images, one per head."""
+    """Relative position tables ``(blocks, heads, (2H-1)(2W-1))`` as offset images, one per head.
+
+    All panels share one colour scale centred on 0: red is a bonus added to the attention score
+    of keys at that offset, blue a penalty."""
     blocks, heads = tables.shape[:2]
-    fig = Figure(figsize=(1.4 * heads, 1.5 * blocks))
+    tables = tables.detach().cpu()
+    limit = tables.abs().max().item() or 1.0
+    fig = Figure(figsize=(1.4 * heads + 0.8, 1.5 * blocks))
     axes = fig.subplots(blocks, heads, squeeze=False)
     for b in range(blocks):
         for h in range(heads):
             ax = axes[b, h]
-            ax.imshow(offset_table(tables[b, h].detach(), *grid).numpy(), cmap="RdBu_r")
+            image = ax.imshow(
+                offset_table(tables[b, h], *grid).numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if b == 0:
@@ -214,6 +221,7 @@ def offset_tables_figure(tables: torch.Tensor, grid: tuple[int, int], title: str
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.6, label="bias added to the score")
     return fig
 
 
