@@ -24,13 +24,23 @@ from vitlib.summary import flops_per_image
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="vit_cifar10_patch2_input32")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--forms", nargs="+", default=["reference", "fast"], choices=["reference", "fast"])
-    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per configuration (median)")
+    parser.add_argument(
+        "--forms", nargs="+", default=["reference", "fast"], choices=["reference", "fast"]
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed steps per configuration (median)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny model, batch 2, one step each")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -58,10 +68,23 @@ def main(argv: list[str] | None = None) -> None:
         seconds = interleaved_seconds(steps, repeats)
         for (form, mode, precision), s in seconds.items():
             rows.append(
-                [form, mode, precision, batch_size, f"{batch_size / s:.1f}", f"{3 * flops * batch_size / s / 1e12:.3f}"]
+                [
+                    form,
+                    mode,
+                    precision,
+                    batch_size,
+                    f"{batch_size / s:.1f}",
+                    f"{3 * flops * batch_size / s / 1e12:.3f}",
+                ]
             )
-    table = markdown_table(["attention", "mode", "precision", "batch", "train img/s", "achieved TFLOP/s"], rows)
-    record(f"throughput: {args.preset} on {args.device}" + (" (smoke)" if args.smoke else ""), table, args.results)
+    table = markdown_table(
+        ["attention", "mode", "precision", "batch", "train img/s", "achieved TFLOP/s"], rows
+    )
+    record(
+        f"throughput: {args.preset} on {args.device}" + (" (smoke)" if args.smoke else ""),
+        table,
+        args.results,
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ from torch import nn
 
 MAGIC = b"VITLIB-CHECKPOINT\n"
 FORMAT_VERSION = 1
+# ModelConfig fields that do not change the weights (same state_dict, same numbers or only
+# training-time behaviour): a checkpoint loads into a model that differs only in these.
+WEIGHT_NEUTRAL_FIELDS = frozenset({"attention", "dropout", "head_dropout"})
 
 
 class CheckpointError(ValueError):
@@ -96,6 +99,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "checkpoints are written by vitlib.checkpoint.save_checkpoint"
         )
     end = data.find(b"\n", len(MAGIC))
+    if end < 0:
+        raise CheckpointError(f"{path} is truncated inside its header; use an intact copy")
     try:
         header = json.loads(data[len(MAGIC) : end])
         version, digest, size = header["format_version"], header["sha256"], header["payload_bytes"]
@@ -122,12 +127,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def compare_with_model(state: dict, model: nn.Module) -> list[str]:
     """Differences between a checkpoint ``state`` (keys ``model_config`` and ``model``) and a
-    model: config fields, missing/unexpected parameter names, shape mismatches. Empty if they
-    match."""
+    model: config fields (except ``WEIGHT_NEUTRAL_FIELDS``), missing/unexpected parameter names,
+    shape mismatches. Empty if they match."""
     problems = []
     saved_config = state.get("model_config", {})
     config = dataclasses.asdict(model.config) if hasattr(model, "config") else {}
-    for key in sorted(set(saved_config) | set(config)):
+    for key in sorted((set(saved_config) | set(config)) - WEIGHT_NEUTRAL_FIELDS):
         if saved_config.get(key) != config.get(key):
             problems.append(
                 f"config {key}: checkpoint {saved_config.get(key)!r}, model {config.get(key)!r}"
@@ -142,3 +147,22 @@ def compare_with_model(state: dict, model: nn.Module) -> list[str]:
                 f"model {tuple(current[key].shape)}"
             )
     return problems
+
+
+def load_weights(
+    path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu"
+) -> dict:
+    """Load the weights of checkpoint ``path`` into ``model``; returns the checkpoint state.
+
+    Raises CheckpointError naming the file and listing every mismatch (config fields, parameter
+    names, shapes) when the checkpoint was saved from a different model; ``model`` is untouched."""
+    state = load_checkpoint(path, map_location)
+    problems = compare_with_model(state, model)
+    if problems:
+        raise CheckpointError(
+            f"{path} does not fit this model ({len(problems)} mismatches):\n  "
+            + "\n  ".join(problems)
+            + "\nbuild the model the checkpoint was saved from: vitlib.evaluate.load_model(path)"
+        )
+    model.load_state_dict(state["model"])
+    return state

@@ -202,6 +202,7 @@ class DeviceLoader:
     batched on the device; otherwise images are only converted to float. Shuffle and augmentation
     are drawn from CPU generators seeded by (seed, epoch) and (seed, epoch, rank): call
     ``set_epoch(epoch)`` before each epoch. ``rank``/``world_size`` shard the order for DDP.
+    ``augment=False`` keeps the training shuffle but only converts to float (no augmentation).
     ``drop_last`` (default: ``train``) drops the last partial batch and the remainder that does
     not split evenly over ranks."""
 
@@ -217,6 +218,7 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool | None = None,
+        augment: bool = True,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise ValueError(
@@ -233,7 +235,7 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.epoch = 0
-        self.augment = TrainAugment()
+        self.augment = TrainAugment() if augment else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle and augmentation the next iteration replays."""
@@ -260,7 +262,8 @@ class DeviceLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx]
-            x = self.augment(x, generator) if self.train else x.float().div_(255)
+            augment = self.train and self.augment is not None
+            x = self.augment(x, generator) if augment else x.float().div_(255)
             yield x, self.labels[idx]
 
 
@@ -369,13 +372,15 @@ def make_cpu_loader(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool | None = None,
+    augment: bool = True,
 ) -> CPULoader:
-    """The per-image PIL/torchvision loader of the reference run (train: ``train_transform()``;
-    test: only to float). images uint8 (N, 3, 32, 32), labels (N,). Deterministic per
-    (seed, epoch) whatever ``num_workers``; call ``set_epoch`` before each epoch."""
+    """The per-image PIL/torchvision loader of the reference run (train: shuffled, with
+    ``train_transform()`` unless ``augment=False``; test: only to float). images uint8
+    (N, 3, 32, 32), labels (N,). Deterministic per (seed, epoch) whatever ``num_workers``; call
+    ``set_epoch`` before each epoch."""
     from torchvision import transforms as T
 
-    transform = train_transform() if train else T.ToTensor()
+    transform = train_transform() if train and augment else T.ToTensor()
     return CPULoader(
         PILDataset(images, labels, transform, seed),
         batch_size,

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import cutmix, mixup
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import (
     CHOICES,
     PRESETS,
@@ -81,7 +81,9 @@ class RunLock:
     """``run.lock`` (pid and host) in the run directory while a run uses it.
 
     Refuses a directory that another live process holds, and one that already holds a run unless
-    resuming it; a stale lock (its process is gone) is taken over only when resuming."""
+    resuming it; a stale lock (its process is gone, e.g. killed) is taken over only when resuming.
+    The lock file appears whole (written aside, then hard-linked), and once it is held the
+    temporary files of interrupted writes (``.NAME.tmp-PID``) are removed."""
 
     def __init__(self, run_dir: Path, resume: bool, enabled: bool = True) -> None:
         self.path = run_dir / "run.lock"
@@ -97,28 +99,39 @@ class RunLock:
                 f"{run_dir} already holds a run (last.pt); pass --resume to continue it "
                 "or choose another --out"
             )
-        me = f"{os.getpid()} {socket.gethostname()}"
+        mine = run_dir / f".run.lock.tmp-{os.getpid()}"
+        mine.write_text(f"{os.getpid()} {socket.gethostname()}\n")
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.link(mine, self.path)
         except FileExistsError:
-            holder = self.path.read_text().strip()
-            pid, _, host = holder.partition(" ")
-            alive = host != socket.gethostname() or _pid_alive(int(pid))
-            if alive or not self.resume:
-                state = "is in use by" if alive else "has a stale lock from"
-                raise TrainingError(
-                    f"{run_dir} {state} process {pid} on {host} ({self.path}); "
-                    + (
-                        "wait for it or choose another --out"
-                        if alive
-                        else "pass --resume to continue that run"
-                    )
-                ) from None
-            self.path.write_text(me + "\n")
-            return self
-        with os.fdopen(fd, "w") as f:
-            f.write(me + "\n")
+            self._take_over_stale(mine)
+        finally:
+            mine.unlink(missing_ok=True)
+        for leftover in run_dir.glob(".*.tmp-*"):
+            leftover.unlink(missing_ok=True)
         return self
+
+    def _take_over_stale(self, mine: Path) -> None:
+        """Replace a lock whose process is gone (when resuming); otherwise raise naming it."""
+        pid, _, host = self.path.read_text().strip().partition(" ")
+        here = host == socket.gethostname()
+        alive = not pid.isdigit() or not here or _pid_alive(int(pid))
+        if self.resume and not alive:
+            os.replace(mine, self.path)
+            return
+        if not alive:
+            fix = "pass --resume to continue that run"
+        elif here:
+            fix = "wait for it or choose another --out"
+        else:
+            fix = (
+                "wait for it or choose another --out; if that machine is gone (preempted), "
+                f"delete {self.path} and resume"
+            )
+        state = "is in use by" if alive else "has a stale lock from"
+        raise TrainingError(
+            f"{self.path.parent} {state} process {pid or '?'} on {host or '?'} ({self.path}); {fix}"
+        )
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
@@ -126,6 +139,7 @@ class RunLock:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,6 +147,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` whole or not at all (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class StopSignal:
@@ -175,32 +196,23 @@ def mixed_loss(
     return lam * loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=smoothing)
 
 
-class _ToFloat(nn.Module):
-    """uint8 (B, C, H, W) -> float32 in [0, 1]; replaces DeviceLoader's augmentation (augment=False)."""
-
-    def forward(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        return images.float().div_(255)
-
-
 def make_train_loader(config: TrainConfig, info: distributed.DistInfo, images, labels):
     """This rank's shuffled training batches (batch_size / world_size images each)."""
     batch = config.batch_size // info.world_size
     shard = dict(seed=config.seed, rank=info.rank, world_size=info.world_size)
     if config.loader == "device":
-        loader = DeviceLoader(images, labels, batch, train=True, device=info.device, **shard)
-        if not config.augment:
-            loader.augment = _ToFloat()
-        return loader
-    loader = make_cpu_loader(
-        images, labels, batch, train=True, num_workers=config.num_workers, **shard
+        return DeviceLoader(
+            images, labels, batch, train=True, device=info.device, augment=config.augment, **shard
+        )
+    return make_cpu_loader(
+        images,
+        labels,
+        batch,
+        train=True,
+        num_workers=config.num_workers,
+        augment=config.augment,
+        **shard,
     )
-    if not config.augment:
-        from torchvision.transforms import ToTensor
-
-        loader.dataset.transform = ToTensor()
-    return loader
 
 
 def maybe_compile(
@@ -248,17 +260,34 @@ def train(config: TrainConfig) -> dict:
     validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     info = distributed.setup(resolve_device(config.device))
     run_dir = Path(config.out)
+    start_over = config.resume and _never_checkpointed(run_dir)
+    if start_over and info.is_main:
+        print(f"{run_dir} has no checkpoint yet: starting the run from the beginning", flush=True)
     try:
         with RunLock(run_dir, config.resume, enabled=info.is_main), StopSignal() as stop:
-            return _run(config, info, run_dir, stop)
+            return _run(config, info, run_dir, stop, start_over)
     finally:
         distributed.cleanup()
 
 
-def _run(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: StopSignal) -> dict:
+def _never_checkpointed(run_dir: Path) -> bool:
+    """A run directory that exists but has neither last.pt nor best.pt: the run was stopped
+    before its first checkpoint, so ``--resume`` starts it again from the beginning."""
+    return run_dir.is_dir() and not any((run_dir / n).exists() for n in ("last.pt", "best.pt"))
+
+
+def _run(
+    config: TrainConfig,
+    info: distributed.DistInfo,
+    run_dir: Path,
+    stop: StopSignal,
+    start_over: bool = False,
+) -> dict:
     device, main = info.device, info.is_main
     amp_dtype = AMP_DTYPES.get(resolve_precision(config.precision, device))
-    state = load_checkpoint(run_dir / "last.pt", map_location=device) if config.resume else None
+    state = None
+    if config.resume and not start_over:
+        state = load_checkpoint(run_dir / "last.pt", map_location=device)
     if state is not None:
         conflicts = resume_conflicts(config_from_dict(state["config"]), config)
         if conflicts:
@@ -306,10 +335,12 @@ def _run(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: S
             ema.n_averaged.fill_(state["ema_n_averaged"])
         progress = Progress(**state["progress"])
     if main:
-        (run_dir / "config.json").write_text(
-            json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+        _write_text_atomic(
+            run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n"
         )
         _write_metrics(run_dir, progress.history)
+        if state is not None:
+            _restore_best(run_dir, state)
         print(
             f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{len(train_labels):,} train / {len(test_labels):,} test images, "
@@ -401,11 +432,14 @@ def _run(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: S
             bar.update(1)
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
-            if stop_votes:
-                bar.close()
+            every = config.checkpoint_every
+            if stop_votes or (every and progress.step % every == 0 and i + 1 < len(loader)):
                 rng = distributed.all_gather(_get_rng(mix_generator, device), info)
                 if main:
-                    save_checkpoint(run_dir / "last.pt", checkpoint_state(rng))
+                    _save(run_dir / "last.pt", checkpoint_state(rng))
+            if stop_votes:
+                bar.close()
+                if main:
                     print(f"stopped at step {progress.step}; continue with --resume (checkpoint {run_dir / 'last.pt'})", file=sys.stderr)  # fmt: skip
                 return {**(progress.history[-1] if progress.history else {}), "history": progress.history,
                         "run_dir": str(run_dir), "interrupted": stop.signum}  # fmt: skip
@@ -444,11 +478,9 @@ def _run(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: S
         rng = distributed.all_gather(_get_rng(mix_generator, device), info)
         if main:
             state_now = checkpoint_state(rng)
-            save_checkpoint(run_dir / "last.pt", state_now)
+            _save(run_dir / "last.pt", state_now)
             if result["accuracy"] >= progress.best_acc:
-                save_checkpoint(
-                    run_dir / "best.pt", {**state_now, "optimizer": None, "scheduler": None}
-                )
+                _save(run_dir / "best.pt", _best_state(state_now))
             _append_metrics(run_dir, record)
             print(
                 f"epoch {epoch + 1:>3}/{config.epochs}  train_loss {record['train_loss']:.4f}  "
@@ -462,6 +494,38 @@ def _run(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: S
         "run_dir": str(run_dir),
         "interrupted": 0,
     }
+
+
+def _save(path: Path, state: dict) -> None:
+    """``save_checkpoint``; a failed write (disk full, read-only directory) stops the run with
+    a TrainingError saying what is left and what to do."""
+    try:
+        save_checkpoint(path, state)
+    except OSError as e:
+        raise TrainingError(
+            f"{e}; the run stopped at step {state['step']}. Free disk space or make "
+            f"{path.parent} writable, then continue with --resume"
+        ) from e
+
+
+def _best_state(state: dict) -> dict:
+    """The best.pt form of a checkpoint state: weights and progress, no optimizer/scheduler."""
+    return {**state, "optimizer": None, "scheduler": None}
+
+
+def _restore_best(run_dir: Path, state: dict) -> None:
+    """Rewrite best.pt from a resumed epoch-end ``state`` that was the best so far when the run
+    was killed between writing last.pt and best.pt."""
+    progress = state["progress"]
+    history = progress["history"]
+    if progress["batch"] or not history or history[-1]["test_acc"] < progress["best_acc"]:
+        return
+    try:
+        saved_epoch = load_checkpoint(run_dir / "best.pt")["epoch"]
+    except (FileNotFoundError, CheckpointError):
+        saved_epoch = None
+    if saved_epoch != state["epoch"]:
+        _save(run_dir / "best.pt", _best_state(state))
 
 
 def _train_step(

@@ -1,0 +1,227 @@
+"""Checkpoint files that are truncated, corrupted, foreign, malicious or from another model are
+refused with the file and the problem named; failed writes leave the last good file intact."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+import vitlib
+import vitlib.checkpoint as ckpt
+from vitlib.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from vitlib.train import main
+
+from .conftest import tiny_argv
+
+SMALL = {"depth": 1, "dim": 32, "head_channels": 16}
+
+
+def small_state(value: float = 1.0) -> dict:
+    return {"model": {"w": torch.full((64, 64), value)}, "epoch": 3, "step": 7}
+
+
+class Exploit:
+    """Unpickling this runs ``touch MARKER`` (if the loader executes code from the file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def with_valid_header(payload: bytes) -> bytes:
+    """A file with a correct magic line, version and checksum around ``payload``."""
+    header = {
+        "format_version": ckpt.FORMAT_VERSION,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_bytes": len(payload),
+    }
+    return ckpt.MAGIC + json.dumps(header).encode() + b"\n" + payload
+
+
+def test_crafted_pickle_never_runs(tmp_path):
+    marker = tmp_path / "PWNED"
+    buffer = io.BytesIO()
+    torch.save({"model": Exploit(marker)}, buffer)
+    files = {
+        "checksummed.pt": with_valid_header(buffer.getvalue()),  # passes every integrity check
+        "torch_save.pt": buffer.getvalue(),
+        "plain_pickle.pt": pickle.dumps({"model": Exploit(marker)}),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=name):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(CheckpointError, match=r"weights_only=True\) refused"):
+        load_checkpoint(tmp_path / "checksummed.pt")
+    assert not marker.exists()
+
+
+def test_every_truncation_and_corruption_is_refused(tmp_path):
+    """Cuts at 40 random lengths (inside the magic, the header and the payload) and 40 random
+    flipped bytes: every one is refused and names the file; the good copy still loads."""
+    good = save_checkpoint(tmp_path / "last.pt", small_state())
+    data = good.read_bytes()
+    chance = random.Random(0)
+    bad = tmp_path / "bad.pt"
+    cuts = [0, 5, len(ckpt.MAGIC) + 3] + chance.sample(range(1, len(data)), 37)
+    for cut in cuts:
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=r"bad\.pt"):
+            load_checkpoint(bad)
+    for position in chance.sample(range(len(data)), 40):
+        flipped = bytearray(data)
+        flipped[position] ^= 1 << chance.randrange(8)
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(CheckpointError, match=r"bad\.pt (is|has)"):
+            load_checkpoint(bad)
+    bad.write_bytes(data + b"extra")
+    with pytest.raises(CheckpointError, match=r"bad\.pt is truncated or padded"):
+        load_checkpoint(bad)
+    assert torch.equal(load_checkpoint(good)["model"]["w"], small_state()["model"]["w"])
+
+
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("empty.pt", b"", "unknown format"),
+        ("zip.pt", None, "torch.save zip archive"),
+        ("notes.txt", b"epoch 3\n", "unknown format"),
+        ("numpy.npy", b"\x93NUMPY\x01\x00", "unknown format"),
+        ("wrong_magic.pt", b"VITLIB-CHECKPOINTS\n{}\n", "unknown format"),
+        ("no_header.pt", ckpt.MAGIC + b"not json\n", "damaged header"),
+        ("version9.pt", ckpt.MAGIC + b'{"format_version": 9, "sha256": "", "payload_bytes": 0}\n',
+         "format version 9"),
+    ],
+)  # fmt: skip
+def test_foreign_files_are_refused(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if content is None:
+        torch.save({"model": {"w": torch.zeros(2)}}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"{name}.*{problem}"):
+        load_checkpoint(path)
+
+
+def test_incompatible_checkpoint_lists_every_mismatch(tmp_path):
+    small = vitlib.create_model("vit_cifar10_small", **SMALL)
+    path = save_checkpoint(
+        tmp_path / "small.pt",
+        {"model": small.state_dict(), "model_config": vars(small.config).copy()},
+    )
+    reference = vitlib.create_model("vit_cifar10_patch2_input32", depth=1)
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_weights(path, reference)
+    message = str(info.value)
+    assert "small.pt does not fit this model" in message
+    for line in (
+        "config dim: checkpoint 32, model 256",
+        "config patch_size: checkpoint 4, model 2",
+        "shape of head.weight: checkpoint (10, 32), model (10, 256)",
+        "shape of pos_embedding: checkpoint (32, 8, 8), model (256, 16, 16)",
+    ):
+        assert line in message
+    assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())
+    same = vitlib.create_model("vit_cifar10_small", **SMALL, attention="reference")
+    load_weights(path, same)  # the attention form does not change the weights
+    assert torch.equal(same.head.weight, small.head.weight)
+
+
+class FullDisk:
+    """A file object that writes ``room`` bytes, then fails with ENOSPC (disk full)."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            self.file.write(data[: self.room])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def fill_disk_after(monkeypatch, saves: int) -> None:
+    """Let ``saves`` checkpoint writes succeed, then fail every later one half-way through."""
+    count = []
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        count.append(path)
+        return FullDisk(file, 1000) if len(count) > saves else file
+
+    monkeypatch.setattr(ckpt, "open", fake_open, raising=False)
+
+
+def test_disk_full_mid_write_stops_the_run_and_keeps_the_last_checkpoint(
+    tmp_path, cifar_root, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    fill_disk_after(monkeypatch, saves=2)  # epoch 1: last.pt and best.pt
+    assert main(tiny_argv(run, cifar_root, "--epochs", "2")) == 1
+    err = capsys.readouterr().err
+    assert f"could not write checkpoint {run / 'last.pt'}: No space left on device" in err
+    assert "stopped at step 12" in err and "Free disk space" in err and "--resume" in err
+    monkeypatch.undo()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # the last good checkpoint, intact
+    assert not list(run.glob(".*tmp*")) and not (run / "run.lock").exists()
+    assert main(tiny_argv(run, cifar_root, "--epochs", "2", "--resume")) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_read_only_directory_is_a_clear_error(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "last.pt", small_state(1.0))
+
+    def read_only(file, mode="r", *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(file))
+
+    monkeypatch.setattr(ckpt, "open", read_only, raising=False)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*last\.pt: Read-only"):
+        save_checkpoint(path, small_state(2.0))
+    monkeypatch.undo()
+    assert load_checkpoint(path)["model"]["w"][0, 0] == 1.0
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_directory_for_real(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", small_state(1.0))
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(OSError, match=r"could not write checkpoint .*Permission denied"):
+            save_checkpoint(path, small_state(2.0))
+    finally:
+        tmp_path.chmod(0o755)
+    assert load_checkpoint(path)["model"]["w"][0, 0] == 1.0
+
+
+def test_resume_refuses_a_damaged_last_checkpoint_and_keeps_the_files(tmp_path, cifar_root, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, cifar_root, "--epochs", "1")) == 0
+    damaged = bytearray((run / "last.pt").read_bytes())
+    damaged[-10] ^= 0xFF
+    (run / "last.pt").write_bytes(bytes(damaged))
+    assert main(tiny_argv(run, cifar_root, "--epochs", "1", "--resume")) == 1
+    assert f"{run / 'last.pt'} is corrupted: sha256" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == bytes(damaged)  # refused, not overwritten
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
