@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from vitlib.config import PRESETS, TrainConfig, config_from_dict, preset_config, validate
 
@@ -91,3 +92,13 @@ def test_config_round_trip_through_a_dict():
     assert config_from_dict(dataclasses.asdict(config) | {"betas": [0.9, 0.999]}) == config
     with pytest.raises(ValueError, match=r"unknown training config field\(s\) \['learning_rate'\]"):
         config_from_dict({"learning_rate": 1})
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from vitlib.config import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    for capability, expected in (((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        assert resolve_precision("auto", torch.device("cuda")) == expected

@@ -73,7 +73,10 @@ class TrainConfig:
     tta: bool = _f(False, "evaluate with horizontal-flip test-time augmentation")
     # hardware and run
     device: str = _f("auto", "auto (cuda if available), cpu, cuda, cuda:N or mps")
-    precision: str = _f("fp32", "fp32, bf16, fp16 (CUDA) or auto (bf16 on CUDA, else fp32)")
+    precision: str = _f(
+        "fp32",
+        "fp32, bf16, fp16 (CUDA) or auto (CUDA: bf16 from compute capability 8.0, else fp16; CPU: fp32)",
+    )
     compile: bool = _f(False, "torch.compile the model (falls back to eager with a message)")
     seed: int = _f(0, "seed of all randomness (init, shuffle, augmentation, dropout)")
     out: str = _f("runs/reference", "run directory (config.json, metrics, checkpoints)")
@@ -139,10 +142,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
+    """``"auto"`` -> ``"bf16"`` on a GPU with bf16 tensor cores (compute capability 8.0+: A100,
+    H100, RTX 30xx...), ``"fp16"`` (with loss scaling) on older GPUs such as Colab's T4,
+    ``"fp32"`` elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
 
 
 def _type_ok(value, hint) -> bool:
