@@ -11,13 +11,14 @@ from vitlib.checkpoint import load_checkpoint
 from vitlib.model import create_model
 from vitlib.train import derive_seed, main
 
-# Deterministic data path (no augmentation, mixing or dropout), so the two processes' half
-# batches together are exactly the single process's batches (strided sharding of one order).
+# Deterministic data path (no augmentation, mixing or dropout) in fp32, so the two processes'
+# half batches together are exactly the single process's batches (strided sharding of one order)
+# and only summation order differs.
 FLAGS = [
     "--preset", "cpu-quick", "--train_limit", "128", "--test_limit", "32", "--epochs", "2",
     "--batch_size", "32", "--warmup_epochs", "0.5", "--no-augment", "--mix", "none",
     "--model_overrides", "depth=1", "dim=32", "head_channels=16", "head_dropout=0.0",
-    "--progress", "off",
+    "--precision", "fp32", "--progress", "off",
 ]  # fmt: skip
 
 # Records every rank's weights when the loop evaluates them (at each epoch end).
