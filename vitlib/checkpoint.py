@@ -50,23 +50,32 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
         "sha256": hashlib.sha256(payload).hexdigest(),
         "payload_bytes": len(payload),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            f.write(json.dumps(header).encode() + b"\n")
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, MAGIC, json.dumps(header).encode() + b"\n", payload)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing written"
         raise OSError(
             e.errno, f"could not write checkpoint {path}: {e.strerror or e} ({kept})"
         ) from e
-    _fsync_dir(path.parent)
     return path
+
+
+def write_atomic(path: Path, *chunks: bytes) -> None:
+    """Replace ``path`` with the ``chunks``, written in order, whole or not at all: a temporary file in the same
+    directory, fsynced, renamed over ``path``, then the directory fsynced. On ``OSError`` the
+    previous file is untouched and the temporary file is removed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import cutmix, mixup
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
 from .config import (
     CHOICES,
     PRESETS,
@@ -147,13 +147,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` whole or not at all (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class StopSignal:
@@ -335,9 +328,8 @@ def _run(
             ema.n_averaged.fill_(state["ema_n_averaged"])
         progress = Progress(**state["progress"])
     if main:
-        _write_text_atomic(
-            run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n"
-        )
+        config_json = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+        write_atomic(run_dir / "config.json", config_json.encode())
         _write_metrics(run_dir, progress.history)
         if state is not None:
             _restore_best(run_dir, state)

@@ -162,7 +162,8 @@ class FullDisk:
 
 
 def fill_disk_after(monkeypatch, saves: int) -> None:
-    """Let ``saves`` checkpoint writes succeed, then fail every later one half-way through."""
+    """Let ``saves`` atomic writes (checkpoints, config.json) succeed, then fail every later one
+    half-way through."""
     count = []
 
     def fake_open(path, mode="r", *args, **kwargs):
@@ -177,7 +178,7 @@ def test_disk_full_mid_write_stops_the_run_and_keeps_the_last_checkpoint(
     tmp_path, cifar_root, monkeypatch, capsys
 ):
     run = tmp_path / "run"
-    fill_disk_after(monkeypatch, saves=2)  # epoch 1: last.pt and best.pt
+    fill_disk_after(monkeypatch, saves=3)  # config.json, then epoch 1: last.pt and best.pt
     assert main(tiny_argv(run, cifar_root, "--epochs", "2")) == 1
     err = capsys.readouterr().err
     assert f"could not write checkpoint {run / 'last.pt'}: No space left on device" in err
