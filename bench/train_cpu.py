@@ -19,14 +19,14 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, markdown_table, record
+from common import RESULTS, markdown_table, record, time_call
+from model_speed import make_train_step
 
 from vitlib.config import TRAIN_SIZE, preset_config, resolve_precision
-from vitlib.train import AMP_DTYPES, train
+from vitlib.train import train
 
 SMOKE_MODEL = {"depth": 1, "dim": 32, "head_channels": 16}
 
@@ -34,22 +34,10 @@ SMOKE_MODEL = {"depth": 1, "dim": 32, "head_channels": 16}
 def images_per_second(model_overrides: dict, batch_size: int, steps: int) -> float:
     """Training throughput (forward + backward + AdamW) of the cpu-quick model on random data,
     in the preset's precision (bf16 autocast, as the training run uses it)."""
-    from vitlib.model import create_model
-
     config = preset_config("cpu-quick")
-    amp_dtype = AMP_DTYPES.get(resolve_precision(config.precision, torch.device("cpu")))
-    model = create_model(config.model, **model_overrides)
-    optimizer = torch.optim.AdamW(model.parameters())
-    images, labels = torch.rand(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
-    for i in range(steps + 1):  # the first step is a warmup
-        if i == 1:
-            start = time.perf_counter()
-        with torch.autocast("cpu", amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
-        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return steps * batch_size / (time.perf_counter() - start)
+    bf16 = resolve_precision(config.precision, torch.device("cpu")) == "bf16"
+    step = make_train_step(config.model, "fast", batch_size, bf16=bf16, **model_overrides)
+    return batch_size / time_call(step, repeats=steps)
 
 
 def plan(budget_s: float, rate: float, batch_size: int) -> tuple[int, int]:
