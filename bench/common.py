@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def hardware() -> str:
@@ -62,7 +63,10 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 def record(title: str, table: str, results: Path = RESULTS, notes: str = "") -> None:
     """Print ``table`` and append it to the results file with date, machine and command."""
     print(table)
-    command = "python " + " ".join(shlex.quote(arg) for arg in sys.argv)
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(REPO):  # the same command from whatever directory it ran in
+        script = script.relative_to(REPO)
+    command = "python " + " ".join(shlex.quote(arg) for arg in [str(script), *sys.argv[1:]])
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     section = (
         f"\n## {title} ({stamp})\n\n- hardware: {hardware()}\n- software: {software()}\n"

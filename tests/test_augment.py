@@ -10,6 +10,7 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode, RandomErasing, TrivialAugmentWide
 
 from vitlib import augment as A
+from vitlib.data import train_transform
 
 
 def _reference_op(img: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
@@ -189,6 +190,18 @@ def test_train_augment_output_contract():
     assert not torch.equal(out, images.float() / 255)
     with pytest.raises(TypeError, match="uint8"):
         A.TrainAugment()(images.float())
+
+
+def test_flip_crop_policy_is_flip_then_crop_only():
+    images = _test_images(30)
+    out = A.TrainAugment(policy="flip-crop")(images, torch.Generator().manual_seed(0))
+    params = A.sample_flip_crop(len(images), torch.Generator().manual_seed(0))
+    assert torch.equal(out, A.flip_crop(images, *params).float() / 255)
+    assert [type(t).__name__ for t in train_transform("flip-crop").transforms] == [
+        "RandomHorizontalFlip", "RandomCrop", "ToTensor"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown augmentation policy 'light'"):
+        A.TrainAugment(policy="light")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -13,12 +13,13 @@ from vitlib.train import derive_seed, main
 
 # Deterministic data path (no augmentation, mixing or dropout) in fp32, so the two processes'
 # half batches together are exactly the single process's batches (strided sharding of one order)
-# and only summation order differs.
+# and only summation order differs. The patch stem has no BatchNorm, whose statistics a CPU rank
+# takes over its half batch only (SyncBatchNorm, used on CUDA, has no CPU kernel).
 FLAGS = [
     "--preset", "cpu-quick", "--train_limit", "128", "--test_limit", "32", "--epochs", "2",
-    "--batch_size", "32", "--warmup_epochs", "0.5", "--no-augment", "--mix", "none",
-    "--model_overrides", "depth=1", "dim=32", "head_channels=16", "head_dropout=0.0",
-    "--precision", "fp32", "--progress", "off",
+    "--batch_size", "32", "--warmup_epochs", "0.5", "--augment", "none", "--mix", "none",
+    "--model_overrides", "depth=1", "dim=32", "head_channels=16", "stem=patch", "head_dropout=0.0",
+    "--lr", "2e-3", "--precision", "fp32", "--progress", "off",
 ]  # fmt: skip
 
 # Records every rank's weights when the loop evaluates them (at each epoch end).
@@ -58,7 +59,8 @@ def test_two_process_gloo_matches_single_process(tmp_path, cifar_root):
     for key, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
     torch.manual_seed(derive_seed(0, "init"))  # the initial weights: training did move them
-    initial = create_model("vit_cifar10_small", depth=1, dim=32, head_channels=16).state_dict()
+    initial = create_model("vit_cifar10_small", depth=1, dim=32, head_channels=16, stem="patch")
+    initial = initial.state_dict()
     assert (initial["head.weight"] - single["model"]["head.weight"]).abs().max() > 1e-3
     assert [r["test_acc"] for r in ddp["progress"]["history"]] == pytest.approx(
         [r["test_acc"] for r in single["progress"]["history"]], abs=1 / 32

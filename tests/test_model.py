@@ -123,6 +123,10 @@ def test_bad_configurations_are_refused():
         ModelConfig(depth=0)
     with pytest.raises(ValueError, match=r"head_dropout must be in \[0, 1\)"):
         ModelConfig(head_dropout=1.0)
+    with pytest.raises(ValueError, match=r"unknown stem 'vgg': choose one of \['patch', 'conv'\]"):
+        ModelConfig(stem="vgg")
+    with pytest.raises(ValueError, match="patch_size must be a power of two, got 6"):
+        ModelConfig(image_size=36, patch_size=6, stem="conv")
 
 
 def test_bad_inputs_are_refused():
@@ -147,7 +151,7 @@ def test_overfits_32_real_images(cifar_root):
     images = images.float() / 255
     model = vitlib.create_model("vit_cifar10_small", depth=2, dim=64, head_dropout=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    for _ in range(300):  # without dropout, train-mode logits are the eval-mode logits
+    for _ in range(300):  # no dropout; BatchNorm normalises with this batch's statistics
         logits = model(images)
         accuracy = (logits.argmax(1) == labels).float().mean().item()
         if accuracy == 1.0:

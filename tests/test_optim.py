@@ -28,6 +28,19 @@ def test_decay_groups_on_the_reference_model():
     assert len(decay) + len(no_decay) == len(list(model.parameters()))
 
 
+def test_batchnorm_of_the_small_model_does_not_decay():
+    model = vitlib.create_model("vit_cifar10_small")
+    decay, no_decay = decay_parameter_names(model)
+    batchnorm = [
+        f"{name}.{param}"
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.BatchNorm2d)
+        for param in ("weight", "bias")
+    ]
+    assert len(batchnorm) == 6 and set(batchnorm) <= set(no_decay)
+    assert sum(n.startswith("stem.") for n in decay) == 4  # three 3x3 convs and the 1x1
+
+
 def test_optimizer_groups_and_hyperparameters():
     model = vitlib.create_model("vit_cifar10_small", depth=1)
     opt = create_optimizer(model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)

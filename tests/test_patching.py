@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib.patching import ConvStem, patchify, unpatchify
+from vitlib.patching import ConvStem, StridedConvStem, patchify, unpatchify
 
 
 @pytest.mark.parametrize("patch_size", [1, 2, 4, 8])
@@ -35,6 +35,20 @@ def test_strided_convolution_is_a_linear_layer_on_patches():
 
 def test_stem_output_shape():
     assert ConvStem(3, 32, 256, 2)(torch.rand(2, 3, 32, 32)).shape == (2, 256, 16, 16)
+
+
+@pytest.mark.parametrize("patch_size", [1, 2, 4, 8])
+def test_strided_stem_halves_the_grid_log2_p_times(patch_size):
+    stem = StridedConvStem(3, 16, 48, patch_size)
+    strides = [m.stride[0] for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [1] + [2] * (patch_size.bit_length() - 1) + [1]  # 3x3 convs, then 1x1
+    out = stem(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 48, 32 // patch_size, 32 // patch_size)
+
+
+def test_strided_stem_needs_a_power_of_two():
+    with pytest.raises(ValueError, match="must be a power of two, got 6"):
+        StridedConvStem(3, 16, 48, patch_size=6)
 
 
 def test_patch_size_must_divide_image_size():

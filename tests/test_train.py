@@ -16,11 +16,11 @@ from vitlib.config import preset_config
 from vitlib.evaluate import load_model
 from vitlib.train import TrainingError, train
 
-TINY_MODEL = {"depth": 1, "dim": 32, "head_channels": 16}
+TINY_MODEL = {"depth": 1, "dim": 32, "head_channels": 16, "head_dropout": 0.3}
 
 
 def tiny(out, **overrides):
-    """3 epochs x 4 steps of a 33k-parameter model, CutMix + full augmentation + dropout."""
+    """3 epochs x 4 steps of a 109k-parameter model, CutMix + full augmentation + dropout."""
     settings = dict(
         out=str(out),
         train_limit=128,
@@ -29,7 +29,7 @@ def tiny(out, **overrides):
         batch_size=32,
         warmup_epochs=0.5,
         model_overrides=TINY_MODEL,
-        augment=True,
+        augment="recipe",
         mix="cutmix",
         progress="off",
     )
@@ -145,7 +145,7 @@ def test_stale_lock_is_taken_over_only_when_resuming(tmp_path, cifar_root):
 
 
 def test_resume_refuses_a_changed_config(uninterrupted, cifar_root):
-    with pytest.raises(ValueError, match=r"different config.*lr: 0.002 -> 0.01"):
+    with pytest.raises(ValueError, match=r"different config.*lr: 0.003 -> 0.01"):
         train(tiny(uninterrupted[0], datapath=str(cifar_root), resume=True, lr=0.01))
 
 

@@ -31,7 +31,7 @@ def test_presets_are_valid(name):
 
 def test_fast_and_cpu_quick():
     fast, quick = preset_config("fast"), preset_config("cpu-quick")
-    assert fast.model == TrainConfig().model and fast.mix == "cutmix" and fast.augment
+    assert fast.model == TrainConfig().model and fast.mix == "cutmix" and fast.augment == "recipe"
     assert (fast.batch_size, fast.cycles, fast.schedule_unit, fast.compile) == (
         512,
         1,

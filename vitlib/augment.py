@@ -371,18 +371,26 @@ def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
     return images.masked_fill(mask, value)
 
 
+# Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" keeps only its flip and
+# padded crop, which suit short runs (TrivialAugment and erasing pay off only over many epochs).
+POLICIES = ("recipe", "flip-crop")
+
+
 class TrainAugment(torch.nn.Module):
     """The RECIPE.md train augmentation on a batch, per image, on the batch's device:
     TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> float in [0, 1]
-    -> RandomErasing(p=0.1, value 0).
+    -> RandomErasing(p=0.1, value 0). ``policy="flip-crop"`` keeps only the flip and the crop.
 
     ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1].
     ``generator`` is a CPU ``torch.Generator`` (None: the global CPU generator)."""
 
-    def __init__(self, padding: int = 4, erase_p: float = 0.1) -> None:
+    def __init__(self, padding: int = 4, erase_p: float = 0.1, policy: str = "recipe") -> None:
         super().__init__()
+        if policy not in POLICIES:
+            raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
         self.padding = padding
         self.erase_p = erase_p
+        self.policy = policy
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -390,13 +398,14 @@ class TrainAugment(torch.nn.Module):
                 f"TrainAugment expects uint8 (B, C, H, W) images, got {images.dtype} {tuple(images.shape)}"
             )
         n, _, h, w = images.shape
-        x = trivial_augment_wide(images, generator)
+        recipe = self.policy == "recipe"
+        x = trivial_augment_wide(images, generator) if recipe else images
         x = flip_crop(x, *sample_flip_crop(n, generator, self.padding), self.padding)
         x = x.float().div_(255)
-        return erase(x, sample_erasing(n, h, w, generator, p=self.erase_p))
+        return erase(x, sample_erasing(n, h, w, generator, p=self.erase_p)) if recipe else x
 
     def extra_repr(self) -> str:
-        return f"padding={self.padding}, erase_p={self.erase_p}"
+        return f"policy={self.policy!r}, padding={self.padding}, erase_p={self.erase_p}"
 
 
 # ---------------------------------------------------------------- batch mixing

@@ -202,7 +202,8 @@ class DeviceLoader:
     batched on the device; otherwise images are only converted to float. Shuffle and augmentation
     are drawn from CPU generators seeded by (seed, epoch) and (seed, epoch, rank): call
     ``set_epoch(epoch)`` before each epoch. ``rank``/``world_size`` shard the order for DDP.
-    ``augment=False`` keeps the training shuffle but only converts to float (no augmentation).
+    ``augment`` names the policy (``vitlib.augment.POLICIES``: ``"recipe"``, ``"flip-crop"``);
+    ``"none"`` keeps the training shuffle but only converts to float.
     ``drop_last`` (default: ``train``) drops the last partial batch and the remainder that does
     not split evenly over ranks."""
 
@@ -218,7 +219,7 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool | None = None,
-        augment: bool = True,
+        augment: str = "recipe",
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise ValueError(
@@ -235,7 +236,7 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.epoch = 0
-        self.augment = TrainAugment() if augment else None
+        self.augment = TrainAugment(policy=augment) if augment != "none" else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle and augmentation the next iteration replays."""
@@ -270,10 +271,13 @@ class DeviceLoader:
 # ---------------------------------------------------------------- the per-image PIL path
 
 
-def train_transform():
-    """The reference run's per-image train transform (torchvision, PIL in, float tensor out)."""
+def train_transform(policy: str = "recipe"):
+    """The reference run's per-image train transform (torchvision, PIL in, float tensor out);
+    ``policy="flip-crop"`` keeps only the flip and the crop (as ``TrainAugment``)."""
     from torchvision import transforms as T
 
+    if policy == "flip-crop":
+        return T.Compose([T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4), T.ToTensor()])
     return T.Compose(
         [
             T.TrivialAugmentWide(),
@@ -372,15 +376,15 @@ def make_cpu_loader(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool | None = None,
-    augment: bool = True,
+    augment: str = "recipe",
 ) -> CPULoader:
     """The per-image PIL/torchvision loader of the reference run (train: shuffled, with
-    ``train_transform()`` unless ``augment=False``; test: only to float). images uint8
+    ``train_transform(augment)`` unless ``augment="none"``; test: only to float). images uint8
     (N, 3, 32, 32), labels (N,). Deterministic per (seed, epoch) whatever ``num_workers``; call
     ``set_epoch`` before each epoch."""
     from torchvision import transforms as T
 
-    transform = train_transform() if train and augment else T.ToTensor()
+    transform = train_transform(augment) if train and augment != "none" else T.ToTensor()
     return CPULoader(
         PILDataset(images, labels, transform, seed),
         batch_size,

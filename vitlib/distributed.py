@@ -52,9 +52,15 @@ def cleanup() -> None:
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """``model`` in DistributedDataParallel when world size > 1, else ``model`` itself."""
+    """``model`` in DistributedDataParallel when world size > 1, else ``model`` itself.
+
+    On CUDA, BatchNorm layers (the small model's stem) become SyncBatchNorm in place, keeping
+    their parameters and buffers, so they normalise over the global batch as one process would.
+    SyncBatchNorm has no CPU kernel: CPU ranks normalise over their own share of the batch."""
     if info.world_size == 1:
         return model
+    if info.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
 

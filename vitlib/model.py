@@ -8,6 +8,9 @@
                      x = x + gamma_mlp  * MLP(LayerNorm(x))   (gammas start at 0)
       -> LayerNorm, GELU, mean over tokens, dropout 0.3, Linear -> logits (B, 10)
 
+The small CPU model (``vit_cifar10_small``) replaces the stem with ``StridedConvStem`` (3x3
+convolutions with stride 2 and BatchNorm, down to an 8x8 grid); its blocks are the same.
+
 Every LayerNorm normalises the channels of one token (the seed's "channel LayerNorm" on the
 map is the same computation), and the MLP's 1x1 convolutions are per-token linear layers.
 """
@@ -22,7 +25,9 @@ from einops import rearrange
 from torch import nn
 
 from .attention import ATTENTION_FORMS, PROJECTIONS, SelfAttention2d
-from .patching import ConvStem, check_patch_size
+from .patching import ConvStem, StridedConvStem, check_patch_size, check_power_of_two
+
+STEMS = {"patch": ConvStem, "conv": StridedConvStem}
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class ModelConfig:
     image_size: int = 32
     patch_size: int = 2
     in_channels: int = 3
+    stem: str = "patch"  # "patch" (the seed's ConvStem) or "conv" (StridedConvStem)
     stem_channels: int = 32
     dim: int = 256  # token width (channels of the feature map)
     depth: int = 8  # number of blocks
@@ -71,6 +77,10 @@ class ModelConfig:
             )
         if self.projection not in PROJECTIONS:
             raise ValueError(f"unknown projection {self.projection!r}: choose one of {PROJECTIONS}")
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}: choose one of {list(STEMS)}")
+        if self.stem == "conv":
+            check_power_of_two(self.patch_size)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -124,7 +134,7 @@ class RelViT(nn.Module):
         super().__init__()
         self.config = config
         height, width = config.grid
-        self.stem = ConvStem(
+        self.stem = STEMS[config.stem](
             config.in_channels, config.stem_channels, config.dim, config.patch_size
         )
         self.pos_embedding = nn.Parameter(torch.zeros(config.dim, height, width))
@@ -144,9 +154,8 @@ class RelViT(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+                module.reset_parameters()  # weight 1, bias 0 (and fresh BatchNorm statistics)
         nn.init.normal_(self.pos_embedding, std=0.02)
         for block in self.blocks:
             nn.init.normal_(block.attn.rel_pos.table, std=0.02)
@@ -199,14 +208,20 @@ class RelViT(nn.Module):
 PRESETS: dict[str, dict] = {
     # The model of the reference run (RECIPE.md): 6,482,138 parameters.
     "vit_cifar10_patch2_input32": {},
-    # Same family, small enough to train on a laptop CPU in minutes: 64 tokens of width 128.
-    # Depthwise 3x3 before the projections (CvT): spatial context learns faster in short runs
-    # (lower train and test loss at equal images seen) for ~3% of the throughput.
+    # Same family, built to learn in minutes on a CPU: 64 tokens of width 128 after a strided
+    # convolutional stem (32x32x32 -> 64x16x16 -> 128x8x8), 4 blocks with 4 heads, MLP ratio 2,
+    # depthwise 3x3 before the projections (CvT). Each choice was measured against the seed-style
+    # small model (patch stem, 6 blocks, ratio 4) in planned 2.5-minute runs on 2 CPU cores
+    # (test accuracy): conv stem 58.5% vs 47.8%, then MLP ratio 2 60.0% (faster per image),
+    # then no head dropout 62.6%.
     "vit_cifar10_small": {
         "patch_size": 4,
+        "stem": "conv",
         "stem_channels": 32,
         "dim": 128,
-        "depth": 6,
+        "depth": 4,
+        "mlp_ratio": 2,
+        "head_dropout": 0.0,
         "projection": "depthwise",
     },
 }

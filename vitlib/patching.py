@@ -8,6 +8,9 @@ The model does not embed raw patches with a linear layer; its stem
 (:class:`ConvStem`) first mixes each pixel with its 3x3 neighbourhood and then embeds every
 ``p x p`` patch with a convolution whose kernel and stride are both ``p``. Such a strided
 convolution *is* a linear layer applied to each patch (``tests/test_patching.py`` proves it).
+
+:class:`StridedConvStem` reaches the same ``(dim, H/p, W/p)`` map through a stack of stride-2
+3x3 convolutions instead (the small CPU model uses it: it learns faster in short runs).
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ def check_patch_size(image_size: int, patch_size: int) -> None:
         raise ValueError(
             f"image size {image_size} is not divisible by patch size {patch_size}: "
             f"choose a patch size that divides {image_size} (e.g. 1, 2, 4, 8)"
+        )
+
+
+def check_power_of_two(patch_size: int) -> None:
+    """Raise a clear ``ValueError`` unless ``patch_size`` is a power of two, as
+    :class:`StridedConvStem` needs (it halves the grid ``log2(p)`` times)."""
+    if patch_size < 1 or patch_size & (patch_size - 1):
+        raise ValueError(
+            f"a strided convolutional stem halves the grid log2(patch_size) times: patch_size "
+            f"must be a power of two, got {patch_size} (use 1, 2, 4 or 8, or the patch stem)"
         )
 
 
@@ -76,3 +89,33 @@ class ConvStem(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.patch_embed(self.act(self.conv(images)))
+
+
+class StridedConvStem(nn.Module):
+    """A convolutional stem: overlapping stride-2 convolutions instead of one patch convolution
+    (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
+
+    ``(B, 3, H, W)`` -> 3x3 conv to ``stem_channels``, BatchNorm, GELU -> ``log2(p)`` times a
+    3x3 stride-2 conv that doubles the channels, BatchNorm, GELU -> 1x1 conv to ``dim``
+    -> ``(B, dim, H/p, W/p)``. Each stride-2 convolution halves the grid, so ``p`` must be a power
+    of two. With ``p = 4`` and 32 stem channels: 32x32x32 -> 64x16x16 -> 128x8x8 -> dim x 8 x 8.
+    """
+
+    def __init__(self, in_channels: int, stem_channels: int, dim: int, patch_size: int):
+        super().__init__()
+        check_power_of_two(patch_size)
+        self.patch_size = patch_size
+        widths = [stem_channels << i for i in range(patch_size.bit_length())]  # 32, 64, 128 (p=4)
+        strides = [1] + [2] * (len(widths) - 1)
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in zip([in_channels, *widths], widths, strides):
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.GELU(),
+            ]
+        layers.append(nn.Conv2d(widths[-1], dim, kernel_size=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)

@@ -115,7 +115,7 @@ def test_a_missing_batch_file_is_named(cifar_root, tmp_path, missing):
 def test_loaders_without_augmentation_shuffle_and_only_convert():
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     labels = torch.arange(40)
-    kwargs = dict(train=True, seed=3, augment=False)
+    kwargs = dict(train=True, seed=3, augment="none")
     device = D.DeviceLoader(images, labels, 8, **kwargs)
     cpu = D.make_cpu_loader(images, labels, 8, num_workers=0, **kwargs)
     for loader in (device, cpu):

@@ -42,7 +42,7 @@ VALIDATION_ERRORS = [
     (["--lr", "-1"], "lr=-1.0 is out of range"),
     (["--lr", "nan"], "lr=nan is out of range: a finite number > 0"),
     (["--lr", "inf"], "lr=inf is out of range"),
-    (["--min_lr", "1"], "min_lr=1.0 is out of range: [0, lr=0.002]"),
+    (["--min_lr", "1"], "min_lr=1.0 is out of range: [0, lr=0.003]"),
     (["--min_lr=-1e-5"], "min_lr=-1e-05 is out of range"),
     (["--warmup_epochs", "-1"], "warmup_epochs=-1.0 is out of range: [0, epochs / cycles)"),
     (["--warmup_epochs", "9"], "warmup_epochs=9.0 is out of range"),
@@ -118,7 +118,7 @@ def test_all_bad_values_are_reported_at_once(base, capsys):
         ("epochs", 3.0),
         ("lr", "1e-3"),
         ("batch_size", 12.5),
-        ("augment", "yes"),
+        ("augment", True),  # the boolean of earlier versions: now a policy name
         ("betas", [0.9]),
         ("model_overrides", "depth=2"),
         ("train_limit", True),
