@@ -1,9 +1,9 @@
 """cpu-quick on real CIFAR-10 for about a minute of CPU learns well above chance (10%).
 
-Measured on a 2-core machine shared with other jobs: 7,680 training images, 120 steps of 64,
-37 s wall / 65 s CPU when the machine was quiet (several times longer under load); test
-accuracy 0.312 and test loss 2.06 on the first 500 test images (held out: the test split is
-never trained on). The run is seeded, so on one machine the number repeats."""
+Measured on the 2-core build machine (AMD EPYC): 7,680 training images, 120 steps of 64, 19 s
+wall when the machine was quiet (several times longer under load); test accuracy 0.396 and test
+loss 1.76 on the first 500 test images (held out: the test split
+is never trained on). The run is seeded, so on one machine the number repeats."""
 
 from vitlib.config import preset_config
 from vitlib.train import train
@@ -16,5 +16,5 @@ def test_cpu_quick_learns_on_real_data(tmp_path, cifar_root):
     )  # fmt: skip
     result = train(config)
     assert result["step"] == 120
-    assert result["test_loss"] < 2.20  # uniform guessing: ln(10) = 2.303
-    assert result["test_acc"] > 0.22  # chance: 0.10 +- 0.013 (one std on 500 images)
+    assert result["test_loss"] < 2.0  # uniform guessing: ln(10) = 2.303
+    assert result["test_acc"] > 0.30  # chance: 0.10 +- 0.013 (one std on 500 images)
