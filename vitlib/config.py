@@ -114,7 +114,7 @@ PRESETS: dict[str, dict] = {
         "compile": True,
     },
     # The small model of the same family (vitlib/model.py: 0.66M parameters) for 2 CPU cores:
-    # 10 epochs of one warmup + cosine in about 20 minutes. bf16 autocast: 1.6x the fp32
+    # 10 epochs of one warmup + cosine in about 21 minutes. bf16 autocast: 1.6x the fp32
     # throughput on CPUs with AVX-512-bf16 or AMX (measured 330 vs 210 images/s on the earlier
     # small model). Flip and padded crop only, no mixing: TrivialAugment, erasing and CutMix pay
     # off over hundreds of epochs, not ten. lr 3e-3 beat 2e-3 in planned 2.5-minute runs
