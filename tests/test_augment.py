@@ -202,6 +202,15 @@ def test_flip_crop_policy_is_flip_then_crop_only():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="unknown augmentation policy 'light'"):
         A.TrainAugment(policy="light")
+    with pytest.raises(ValueError, match="unknown augmentation policy 'light'"):
+        train_transform("light")
+
+
+def test_none_policy_only_converts_to_float():
+    images = _test_images(5)
+    out = A.TrainAugment(policy="none")(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, images.float() / 255)
+    assert type(train_transform("none")).__name__ == "ToTensor"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

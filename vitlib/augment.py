@@ -372,14 +372,16 @@ def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
 
 
 # Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" keeps only its flip and
-# padded crop, which suit short runs (TrivialAugment and erasing pay off only over many epochs).
-POLICIES = ("recipe", "flip-crop")
+# padded crop, which suit short runs (TrivialAugment and erasing pay off only over many epochs);
+# "none" only converts to float.
+POLICIES = ("recipe", "flip-crop", "none")
 
 
 class TrainAugment(torch.nn.Module):
     """The RECIPE.md train augmentation on a batch, per image, on the batch's device:
     TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> float in [0, 1]
-    -> RandomErasing(p=0.1, value 0). ``policy="flip-crop"`` keeps only the flip and the crop.
+    -> RandomErasing(p=0.1, value 0). ``policy="flip-crop"`` keeps only the flip and the crop,
+    ``policy="none"`` only the conversion to float.
 
     ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1].
     ``generator`` is a CPU ``torch.Generator`` (None: the global CPU generator)."""
@@ -397,6 +399,8 @@ class TrainAugment(torch.nn.Module):
             raise TypeError(
                 f"TrainAugment expects uint8 (B, C, H, W) images, got {images.dtype} {tuple(images.shape)}"
             )
+        if self.policy == "none":
+            return images.float().div_(255)
         n, _, h, w = images.shape
         recipe = self.policy == "recipe"
         x = trivial_augment_wide(images, generator) if recipe else images

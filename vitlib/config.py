@@ -23,7 +23,7 @@ TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
 CHOICES = {
     "dataset": ("CIFAR-10",),
     "schedule_unit": ("epoch", "step"),
-    "augment": (*POLICIES, "none"),
+    "augment": POLICIES,
     "mix": ("cutmix", "mixup", "none"),
     "loader": ("device", "cpu"),
     "precision": ("auto", "fp32", "bf16", "fp16"),

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vitlib.augment import TrainAugment
+from vitlib.augment import POLICIES, TrainAugment
 
 CLASSES: tuple[str, ...] = (
     "airplane",
@@ -202,8 +202,8 @@ class DeviceLoader:
     batched on the device; otherwise images are only converted to float. Shuffle and augmentation
     are drawn from CPU generators seeded by (seed, epoch) and (seed, epoch, rank): call
     ``set_epoch(epoch)`` before each epoch. ``rank``/``world_size`` shard the order for DDP.
-    ``augment`` names the policy (``vitlib.augment.POLICIES``: ``"recipe"``, ``"flip-crop"``);
-    ``"none"`` keeps the training shuffle but only converts to float.
+    ``augment`` names the policy (``vitlib.augment.POLICIES``: ``"recipe"``, ``"flip-crop"``,
+    ``"none"``); ``"none"`` keeps the training shuffle but only converts to float.
     ``drop_last`` (default: ``train``) drops the last partial batch and the remainder that does
     not split evenly over ranks."""
 
@@ -236,7 +236,7 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.epoch = 0
-        self.augment = TrainAugment(policy=augment) if augment != "none" else None
+        self.augment = TrainAugment(policy=augment)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle and augmentation the next iteration replays."""
@@ -263,8 +263,7 @@ class DeviceLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx]
-            augment = self.train and self.augment is not None
-            x = self.augment(x, generator) if augment else x.float().div_(255)
+            x = self.augment(x, generator) if self.train else x.float().div_(255)
             yield x, self.labels[idx]
 
 
@@ -273,9 +272,14 @@ class DeviceLoader:
 
 def train_transform(policy: str = "recipe"):
     """The reference run's per-image train transform (torchvision, PIL in, float tensor out);
-    ``policy="flip-crop"`` keeps only the flip and the crop (as ``TrainAugment``)."""
+    ``policy="flip-crop"`` keeps only the flip and the crop, ``"none"`` only the conversion to
+    float (as ``TrainAugment``)."""
     from torchvision import transforms as T
 
+    if policy not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
+    if policy == "none":
+        return T.ToTensor()
     if policy == "flip-crop":
         return T.Compose([T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4), T.ToTensor()])
     return T.Compose(
@@ -379,12 +383,12 @@ def make_cpu_loader(
     augment: str = "recipe",
 ) -> CPULoader:
     """The per-image PIL/torchvision loader of the reference run (train: shuffled, with
-    ``train_transform(augment)`` unless ``augment="none"``; test: only to float). images uint8
+    ``train_transform(augment)``; test: only to float). images uint8
     (N, 3, 32, 32), labels (N,). Deterministic per (seed, epoch) whatever ``num_workers``; call
     ``set_epoch`` before each epoch."""
     from torchvision import transforms as T
 
-    transform = train_transform(augment) if train and augment != "none" else T.ToTensor()
+    transform = train_transform(augment) if train else T.ToTensor()
     return CPULoader(
         PILDataset(images, labels, transform, seed),
         batch_size,
