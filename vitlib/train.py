@@ -258,7 +258,11 @@ def train(config: TrainConfig) -> dict:
         print(f"{run_dir} has no checkpoint yet: starting the run from the beginning", flush=True)
     try:
         with RunLock(run_dir, config.resume, enabled=info.is_main), StopSignal() as stop:
-            return _run(config, info, run_dir, stop, start_over)
+            result = _run(config, info, run_dir, stop, start_over)
+        # Every rank has finished its collectives (rank 0 may still be writing checkpoints)
+        # before any tears the process group down; an exception skips this, so it cannot hang.
+        distributed.barrier()
+        return result
     finally:
         distributed.cleanup()
 
