@@ -7,14 +7,21 @@ relative bias ``B`` (``N x N``, :mod:`vitlib.relpos`):
 
 The projections are 1x1 convolutions on the ``(C, H, W)`` feature map, as in the seed. A 1x1
 convolution is the same linear map applied to every pixel, i.e. a per-token ``nn.Linear``: it
-adds no spatial context. ``projection="depthwise"`` first mixes every channel with its 3x3
-neighbourhood (a depthwise convolution, as in CvT), which does.
+adds no spatial context. ``projection="depthwise"`` adds some: it first filters every channel
+with its own 3x3 kernel (one depthwise convolution, stride 1, no bias, no normalisation) and
+feeds that one filtered map to all three 1x1 projections. This is inspired by the convolutional
+projection of CvT (Wu et al. 2021, "CvT: Introducing Convolutions to Vision Transformers",
+https://arxiv.org/abs/2103.15808) but differs from it in three ways: CvT gives Q, K and V each
+their own depthwise convolution, follows each with BatchNorm, and strides those of K and V by 2
+(4x fewer keys and values).
 
 :class:`SelfAttention2d` computes this in one of two forms that share their parameters (same
 ``state_dict`` keys) and give the same numbers:
 
-* ``"reference"``: the seed's code, step by step. It works on the map, computes the scores
-  keys-first (``K^T Q`` of shape ``(N_k, N_q)``) and takes the softmax over ``dim=-2``.
+* ``"reference"``: the seed's code, step by step. It works on the channel-first map, where
+  keys and queries are ``(d, N)`` (the transposes of the ``N x d`` matrices above), computes
+  the scores keys-first (``K Q^T`` of shape ``(N_k, N_q)``, the transpose of ``Q K^T``) and takes
+  the softmax over ``dim=-2``.
 * ``"fast"`` (default): one fused ``(3C, C)`` projection on tokens ``(B, N, C)`` and
   :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as an additive mask,
   so the fused attention kernels do the work and no ``(B, heads, N, N)`` score tensor is kept.
@@ -94,7 +101,9 @@ class SelfAttention2d(nn.Module):
         self.head_channels = head_channels
         self.scale = head_channels**-0.5
 
-        # CvT-style spatial mixing before the projections (None: plain 1x1 projections).
+        # One depthwise 3x3, shared by q, k and v, before their 1x1 projections (None: plain 1x1
+        # projections). Inspired by CvT, which gives q, k and v each their own depthwise conv
+        # followed by BatchNorm, and strides those of k and v by 2.
         self.spatial = (
             nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
             if projection == "depthwise"

@@ -10,6 +10,10 @@ round instead of truncating and whose rotation picks other nearest pixels at som
 against that path, Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate
 on about 2% of pixels (tests/test_augment.py bounds the mean difference).
 
+RandomErasing (Zhong et al. 2020, "Random Erasing Data Augmentation",
+https://arxiv.org/abs/1708.04896) here fills its box with 0, torchvision's default: black, since
+the inputs are in [0, 1] and not normalised. The paper fills the box with random values.
+
 All randomness is drawn from an explicit CPU ``torch.Generator`` (a few numbers per image), so the
 same seed gives the same augmentation on every device; the pixel work runs on the images' device.
 There is no Python loop over images, only over the 14 TrivialAugmentWide ops.
@@ -337,8 +341,9 @@ def sample_erasing(
     scale: tuple[float, float] = (0.02, 0.33),
     ratio: tuple[float, float] = (0.3, 3.3),
 ) -> Tensor:
-    """RandomErasing boxes as torchvision draws them: with probability p, up to 10 tries of
-    area ~ U(scale) * H * W and log aspect ~ U(log ratio); the first box that fits is used.
+    """RandomErasing boxes (Zhong et al. 2020) as torchvision draws them: with probability p, up
+    to 10 tries of area ~ U(scale) * H * W and log aspect ~ U(log ratio); the first box that fits
+    is used.
     Returns int64 (n, 4) = (top, left, h, w) on the CPU; h = w = 0 where nothing is erased."""
     tries = 10
     apply = torch.rand(n, generator=generator) < p
@@ -360,7 +365,10 @@ def sample_erasing(
 
 
 def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
-    """Set box (top, left, h, w) of image i to ``value``. images (n, C, H, W); boxes int64 (n, 4)."""
+    """Set box (top, left, h, w) of image i to ``value``. images (n, C, H, W); boxes int64 (n, 4).
+
+    The recipe uses ``value = 0``: a black box on [0, 1] images (the paper, Zhong et al. 2020,
+    fills the box with random values instead)."""
     _, _, h, w = images.shape
     top, left, bh, bw = boxes.to(images.device).unbind(dim=1)
     rows = torch.arange(h, device=images.device)
@@ -380,8 +388,8 @@ POLICIES = ("recipe", "flip-crop", "none")
 class TrainAugment(torch.nn.Module):
     """The RECIPE.md train augmentation on a batch, per image, on the batch's device:
     TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> float in [0, 1]
-    -> RandomErasing(p=0.1, value 0). ``policy="flip-crop"`` keeps only the flip and the crop,
-    ``policy="none"`` only the conversion to float.
+    -> RandomErasing(p=0.1, box filled with 0: black). ``policy="flip-crop"`` keeps only the flip
+    and the crop, ``policy="none"`` only the conversion to float.
 
     ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1].
     ``generator`` is a CPU ``torch.Generator`` (None: the global CPU generator)."""

@@ -4,9 +4,10 @@
       -> ConvStem: 3x3 conv, GELU, 2x2 stride-2 conv          (B, 256, 16, 16)
       -> + learned absolute position embedding                (B, 256, 16, 16)
       -> tokens                                               (B, 256 tokens, 256 channels)
-      -> 8 x Block:  x = x + gamma_attn * Attention(LayerNorm(x))
-                     x = x + gamma_mlp  * MLP(LayerNorm(x))   (gammas start at 0)
+      -> 8 x Block:  x = x + gamma_attn * Attention(LayerNorm(x))   (pre-LN)
+                     x = x + gamma_mlp  * MLP(LayerNorm(x))   (scalar gammas, start at 0)
       -> LayerNorm, GELU, mean over tokens, dropout 0.3, Linear -> logits (B, 10)
+         (no class token: the head reads the average of all tokens)
 
 The small CPU model (``vit_cifar10_small``) replaces the stem with ``StridedConvStem`` (3x3
 convolutions with stride 2 and BatchNorm, down to an 8x8 grid); its blocks are the same.
@@ -106,7 +107,14 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Two residual branches ``x + gamma * f(x)``; with ``gamma = 0`` the block is the identity."""
+    """Two pre-LN residual branches ``x + gamma * f(LayerNorm(x))``; with ``gamma = 0`` the block
+    is the identity.
+
+    Each ``gamma`` is one learned scalar per branch, initialised to 0: ReZero's gain (Bachlechner
+    et al. 2020, https://arxiv.org/abs/2003.04887), which also drops the LayerNorm, kept here
+    with it; CaiT's LayerScale (Touvron et al. 2021, https://arxiv.org/abs/2103.17239) uses a
+    per-channel vector initialised small but nonzero instead.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -210,10 +218,12 @@ PRESETS: dict[str, dict] = {
     "vit_cifar10_patch2_input32": {},
     # Same family, built to learn in minutes on a CPU: 64 tokens of width 128 after a strided
     # convolutional stem (32x32x32 -> 64x16x16 -> 128x8x8), 4 blocks with 4 heads, MLP ratio 2,
-    # depthwise 3x3 before the projections (CvT). Each choice was measured against the seed-style
-    # small model (patch stem, 6 blocks, ratio 4) in planned 2.5-minute runs on 2 CPU cores
-    # (test accuracy): conv stem 58.5% vs 47.8%, then MLP ratio 2 60.0% (faster per image),
-    # then no head dropout 62.6%.
+    # one depthwise 3x3 shared by the q/k/v projections (inspired by CvT; see vitlib.attention
+    # for how it differs). Each choice was measured against the seed-style small model (patch
+    # stem, 6 blocks, ratio 4) in planned 2.5-minute runs on 2 CPU cores, one change per row of
+    # bench/RESULTS.md ("cpu-quick design", test accuracy): conv stem 55.2% vs 47.8% (both 6
+    # blocks), 4 blocks instead of 6 58.5%, then MLP ratio 2 60.0% (faster per image), then no
+    # head dropout 62.6%.
     "vit_cifar10_small": {
         "patch_size": 4,
         "stem": "conv",

@@ -9,8 +9,12 @@ offset (a table of ``(2H-1)(2W-1)`` entries) and the ``N x N`` bias matrix (``N 
     index[q, k] = (dy + H - 1) * (2W - 1) + (dx + W - 1)
 
 so that ``bias[h, q, k] = table[h, index[q, k]]`` depends only on the offset, not on where the
-pair sits in the image. The seed wrote the same matrix transposed (keys first); see
-:mod:`vitlib.attention`.
+pair sits in the image: the bias is translation-invariant, as a convolution's weights are. The
+seed wrote the same matrix transposed (keys first); see :mod:`vitlib.attention`.
+
+Relative positions in attention go back to Shaw et al. 2018 (https://arxiv.org/abs/1803.02155);
+a learned 2-D table gathered by such an index is the relative position bias of the Swin
+Transformer (Liu et al. 2021, https://arxiv.org/abs/2103.14030).
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
-"""Learning-rate schedule: linear warmup from ``min_lr`` to ``lr``, then a cosine back down to
-``min_lr``, repeated in equal cycles (cosine with warm restarts).
+"""Learning-rate schedule: a periodic linear warmup + cosine. Linear warmup from ``min_lr`` to
+``lr``, then a cosine back down to ``min_lr``, repeated in equal cycles.
+
+It varies the warm restarts of SGDR (Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient
+Descent with Warm Restarts", https://arxiv.org/abs/1608.03983). SGDR jumps straight back to the
+peak at every restart and anneals every batch; here every cycle re-warms linearly from
+``min_lr`` (10 of every 50 epochs in the reference recipe), and the reference steps the schedule
+once per epoch, so the learning rate is constant within an epoch.
 
 The unit ``t`` is whatever the scheduler is stepped in: epochs (the reference recipe: 200 epochs
 as 4 cycles of 50, warmup 10) or optimizer steps (the ``fast`` preset: one cycle over all steps).

@@ -15,7 +15,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 def flops_per_image(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> int:
     """Forward FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2).
 
-    Counts matrix multiplies and convolutions (including attention), not elementwise work.
+    Counts matrix multiplies and convolutions (including attention's two products), not
+    elementwise work: softmax, bias adds, LayerNorm, GELU, residual adds and dropout are left out,
+    so this is the cost of the products, not of the whole forward pass.
     Autograd stays on: without it a CPU would run attention in its flash kernel, which the
     counter does not see.
     """
