@@ -51,6 +51,7 @@ from .config import (
     resume_conflicts,
     validate,
 )
+from .cpu import CpuThreads
 from .data import DeviceLoader, load_cifar10, make_cpu_loader
 from .evaluate import evaluate_model
 from .model import create_model
@@ -342,7 +343,9 @@ def _run(
             f"{len(train_labels):,} train / {len(test_labels):,} test images, "
             f"{len(loader)} steps per epoch x {config.epochs} epochs on {device}"
             + (f" x {info.world_size} processes" if info.world_size > 1 else "")
-            + (f", {amp_dtype}" if amp_dtype else ""),
+            + (f", {amp_dtype}" if amp_dtype else "")
+            + f"; lr {config.lr:g}: {config.cycles} x (warmup {config.warmup_epochs:g} epochs + "
+            f"cosine), stepped per {config.schedule_unit}",
             flush=True,
         )
 
@@ -354,6 +357,7 @@ def _run(
     show_bar = main and (
         config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
     )
+    threads = CpuThreads() if device.type == "cpu" and info.world_size == 1 else None
 
     def checkpoint_state(rng: dict) -> dict:
         return {
@@ -426,6 +430,9 @@ def _run(
             if config.schedule_unit == "step":
                 scheduler.step()
             bar.update(1)
+            if threads is not None and threads.update():
+                print(f"\nother processes use {threads.others:.1f} of {threads.cores} cores: "
+                      f"training with {torch.get_num_threads()} thread(s)", file=sys.stderr)  # fmt: skip
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
             every = config.checkpoint_every
