@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=25.0, help="timed seconds per run")
     parser.add_argument("--settle", type=float, default=8.0, help="untimed seconds first")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 2-second runs")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 1-second runs")
     parser.add_argument("--results", type=Path, default=None, help="default: bench/RESULTS.md")
     parser.add_argument("--worker", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, default=MODES[1], help=argparse.SUPPRESS)
     parser.add_argument("--busy", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    settle, seconds = (1.5, 2.0) if args.smoke else (args.settle, args.seconds)
+    settle, seconds = (0.5, 1.0) if args.smoke else (args.settle, args.seconds)
     if args.worker is not None:
         worker(settle, args.worker, args.mode, args.smoke)
         return 0

@@ -77,3 +77,10 @@ def test_time_to_accuracy_smoke(cifar_root, tmp_path):
     )
     text = run_bench("time_to_accuracy.py", "--run", str(run), results=results)
     assert text.count("time_to_accuracy (smoke)") == 3
+
+
+def test_shared_cores_smoke(tmp_path):
+    text = run_bench("shared_cores.py", results=tmp_path / "RESULTS.md")
+    assert "Shared cores: training speed alone vs beside one busy process" in text
+    assert "| PyTorch default threads | " in text and "| vitlib CpuThreads | " in text
+    assert "beside busy loop: img/s (of alone)" in text

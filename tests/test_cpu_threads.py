@@ -1,0 +1,74 @@
+"""CpuThreads: as many PyTorch threads as the cores other processes leave free."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitlib import cpu
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A fake 2-core machine: ``machine.others`` cores of other processes' work per second,
+    our own process using ``machine.ours``; time advances 10 s per look."""
+
+    class Machine:
+        clock, busy, own, others, ours = 0.0, 0.0, 0.0, 0.0, 2.0
+
+        def tick(self):
+            self.clock += 10.0
+            self.busy += 10.0 * (self.others + self.ours)
+            self.own += 10.0 * self.ours
+
+    m = Machine()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(cpu, "busy_cpu_seconds", lambda: m.busy)
+    monkeypatch.setattr(cpu, "own_cpu_seconds", lambda: m.own)
+    monkeypatch.setattr(cpu.time, "perf_counter", lambda: m.clock)
+    threads = torch.get_num_threads()
+    yield m
+    torch.set_num_threads(threads)
+
+
+def test_gives_a_core_back_and_takes_it_again(machine):
+    torch.set_num_threads(2)
+    governor = cpu.CpuThreads(every=5.0)
+    assert governor.enabled and governor.most == 2
+    machine.tick()
+    assert governor.update() is None and torch.get_num_threads() == 2  # alone: keep both
+    machine.others, machine.ours = 1.3, 0.7
+    machine.tick()
+    assert governor.update() == 1 and torch.get_num_threads() == 1
+    assert governor.others == pytest.approx(1.3)
+    machine.tick()
+    assert governor.update() is None  # still shared: no change
+    machine.others, machine.ours = 0.1, 1.0
+    machine.tick()
+    assert governor.update() == 2 and torch.get_num_threads() == 2
+
+
+def test_looks_only_every_few_seconds(machine):
+    torch.set_num_threads(2)
+    governor = cpu.CpuThreads(every=30.0)
+    machine.others = 2.0
+    machine.tick()  # 10 s: too early
+    assert governor.update() is None and torch.get_num_threads() == 2
+
+
+def test_an_explicit_thread_count_is_kept(machine, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(2)
+    governor = cpu.CpuThreads()
+    machine.others = 2.0
+    machine.tick()
+    assert not governor.enabled and governor.update() is None and torch.get_num_threads() == 2
+
+
+def test_busy_cpu_seconds_reads_proc_stat():
+    seconds = cpu.busy_cpu_seconds()
+    if not cpu.PROC_STAT.exists():
+        assert seconds is None
+    else:
+        assert seconds > 0 and cpu.own_cpu_seconds() > 0
