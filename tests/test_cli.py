@@ -89,3 +89,12 @@ def test_parser_flags_are_unique():
     parser = build_parser()
     strings = [s for action in parser._actions for s in action.option_strings]
     assert len(strings) == len(set(strings))
+
+
+def test_a_few_epochs_of_the_recipe_from_the_command_line(capsys):
+    """--epochs alone fits the reference schedule to the run (it was refused before: 4 cycles
+    and a 10-epoch warmup do not fit in 4 epochs); explicit schedule flags are kept."""
+    config = config_from_args(["--epochs", "4"])
+    assert (config.cycles, config.warmup_epochs, config.schedule_unit) == (1, 0.8, "step")
+    kept = config_from_args(["--epochs", "4", "--warmup_epochs", "1", "--cycles", "1"])
+    assert (kept.cycles, kept.warmup_epochs, kept.schedule_unit) == (1, 1.0, "epoch")

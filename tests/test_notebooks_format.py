@@ -105,6 +105,18 @@ def test_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_injected_parameters_cell(path):
+    """papermill run in place leaves an ``injected-parameters`` cell after the parameters cell;
+    stored, it would override the parameters cell on every Run All (and a Colab user's edits)."""
+    nb = nbformat.read(path, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert not injected, (
+        f"{path.name} holds papermill's injected-parameters cell: delete it "
+        f"({injected[0].source.strip()!r})"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_teaches_through_vitlib(path):
     """Imports vitlib; defines no nn.Module subclass and no training loop (those live in vitlib)."""
     tree = ast.parse(code_of(nbformat.read(path, as_version=4)))

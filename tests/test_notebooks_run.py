@@ -1,8 +1,9 @@
 """Execute the training and results notebooks (05, 06) with papermill on tiny parameters.
 
-Their stored outputs come from a real run that a test cannot reproduce (nbval leaves them out,
-see notebooks/conftest.py); these tests check that they run end to end on the real data, write
-what they promise, and refuse bad parameters with an error naming them."""
+Their stored outputs come from the 20-minute run of the shipped model, which a test cannot
+repeat (nbval leaves them out, see notebooks/conftest.py); these tests check that they run end
+to end on the real data, write what they promise, and refuse bad parameters with an error
+naming them."""
 
 from __future__ import annotations
 
@@ -114,6 +115,14 @@ def test_training_notebook_rejects_a_bad_parameter(cifar_root, tmp_path, paramet
         )
     assert expected in str(error.value)
     assert not (tmp_path / "run").exists(), "nothing may run before the parameters are checked"
+
+
+def test_results_notebook_examines_the_shipped_model_by_default(cifar_root, tmp_path):
+    text = execute(
+        "06_results.ipynb", tmp_path / "06.ipynb", datapath=str(cifar_root), test_limit=128
+    )
+    assert "shipped model 'cpu-quick': python bench/ship_pretrained.py" in text
+    assert "128 test images: " in text and "% with flip TTA" in text
 
 
 def test_results_notebook_names_a_missing_checkpoint(tmp_path):

@@ -5,7 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from vitlib.config import PRESETS, TrainConfig, config_from_dict, preset_config, validate
+from vitlib.config import (
+    PRESETS,
+    TrainConfig,
+    auto_preset,
+    config_from_dict,
+    fit_schedule,
+    preset_config,
+    validate,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +110,45 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     for capability, expected in (((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
         assert resolve_precision("auto", torch.device("cuda")) == expected
+
+
+@pytest.mark.parametrize(
+    ("epochs", "cycles", "warmup", "unit"),
+    [
+        (200, 4, 10.0, "epoch"),  # the recipe itself
+        (100, 4, 5.0, "epoch"),  # 4 cycles of 25, warmup a fifth of each
+        (41, 1, 8.2, "epoch"),  # 4 does not divide 41: one cycle
+        (8, 1, 1.6, "epoch"),  # 4 cycles would warm up for 0.4 epochs each
+        (4, 1, 0.8, "step"),  # a warmup under one epoch needs per-step stepping
+        (1, 1, 0.2, "step"),
+    ],
+)
+def test_a_shorter_reference_run_gets_the_schedule_fitted(epochs, cycles, warmup, unit):
+    config = preset_config("reference", epochs=epochs)
+    assert (config.cycles, config.schedule_unit) == (cycles, unit)
+    assert config.warmup_epochs == pytest.approx(warmup)
+    validate(config)
+
+
+def test_explicit_schedule_fields_are_kept_and_checked():
+    config = preset_config("reference", epochs=4, cycles=2)
+    assert (config.cycles, config.warmup_epochs, config.schedule_unit) == (2, 10.0, "epoch")
+    with pytest.raises(ValueError) as info:
+        validate(config)
+    assert "warmup_epochs=10.0 is out of range" in str(info.value)
+    assert fit_schedule(TrainConfig(), -3) == {}  # left to validate, which names it
+    with pytest.raises(ValueError, match="epochs=-3 is out of range"):
+        validate(preset_config("reference", epochs=-3))
+
+
+def test_cpu_quick_keeps_its_warmup_share():
+    config = preset_config("cpu-quick", epochs=2)
+    assert (config.cycles, config.schedule_unit) == (1, "step")
+    assert config.warmup_epochs == pytest.approx(0.1)
+
+
+def test_auto_preset_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_preset() == "cpu-quick"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_preset() == "reference"

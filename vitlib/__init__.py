@@ -4,6 +4,7 @@ trained from scratch on CIFAR-10."""
 from .augment import TrainAugment, cutmix, mixup
 from .data import CLASSES, MEAN, STD, DeviceLoader, load_cifar10, make_cpu_loader, sample_grid
 from .model import ModelConfig, RelViT, create_model, list_models
+from .pretrained import list_pretrained, load_pretrained
 
 __all__ = [
     "CLASSES",
@@ -16,7 +17,9 @@ __all__ = [
     "create_model",
     "cutmix",
     "list_models",
+    "list_pretrained",
     "load_cifar10",
+    "load_pretrained",
     "make_cpu_loader",
     "mixup",
     "sample_grid",

@@ -98,12 +98,15 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # RECIPE.md as recorded, minus the scheduler quirk (epoch 1 starts at min_lr, peak at 11).
     "reference": {},
-    # Same model and augmentation, built for a modern GPU. A 4x larger batch fills the GPU; the
-    # lr grows with sqrt(batch) (1e-3 * sqrt(4)), the usual rule for Adam. One warmup + cosine
-    # stepped per optimizer step: restarts only throw away progress when the run length is
-    # fixed in advance. bf16 autocast and torch.compile roughly double throughput on tensor
-    # cores. EMA and flip TTA stay off so the number is comparable with the reference's single
-    # view of the final weights; turn them on with --ema 0.9999 / --tta for a few tenths more.
+    # Same model and augmentation, built for a modern GPU; not yet run on one (no GPU has been
+    # lent to this project), so the choices below are expectations, not measurements. A 4x
+    # larger batch fills the GPU; the lr grows with sqrt(batch) (1e-3 * sqrt(4)), a rule often
+    # used for Adam (Malladi et al. 2022), where DeiT scales linearly (lr 5e-4 * batch / 512).
+    # One warmup + cosine stepped per optimizer step: restarts only throw away progress when
+    # the run length is fixed in advance. bf16 autocast and torch.compile are expected to raise
+    # throughput on tensor cores (bench/throughput.py will measure it). EMA and flip TTA stay
+    # off so the number is comparable with the reference's single view of the final weights
+    # (--ema 0.9999 / --tta turn them on; their gain here is unmeasured).
     "fast": {
         "out": "runs/fast",
         "batch_size": 512,
@@ -116,9 +119,10 @@ PRESETS: dict[str, dict] = {
     # The small model of the same family (vitlib/model.py: 0.66M parameters) for 2 CPU cores:
     # 10 epochs of one warmup + cosine in about 21 minutes. bf16 autocast: 1.6x the fp32
     # throughput on CPUs with AVX-512-bf16 or AMX (measured 330 vs 210 images/s on the earlier
-    # small model). Flip and padded crop only, no mixing: TrivialAugment, erasing and CutMix pay
-    # off over hundreds of epochs, not ten. lr 3e-3 beat 2e-3 in planned 2.5-minute runs
-    # (62.4% vs 60.0%).
+    # small model). Flip and padded crop only, no mixing, for a 10-epoch run: that the recipe's
+    # TrivialAugment, erasing and CutMix pay off only in long runs is an expectation, not yet
+    # measured here at equal wall time. lr 3e-3 beat 2e-3 in planned 2.5-minute runs (62.4% vs
+    # 60.0%, bench/RESULTS.md).
     "cpu-quick": {
         "out": "runs/cpu-quick",
         "model": "vit_cifar10_small",
@@ -136,11 +140,48 @@ PRESETS: dict[str, dict] = {
 }
 
 
+SCHEDULE_FIELDS = ("cycles", "warmup_epochs", "schedule_unit")
+
+
 def preset_config(name: str, **overrides) -> TrainConfig:
-    """``TrainConfig`` of a preset with ``overrides`` applied (not validated yet)."""
+    """``TrainConfig`` of a preset with ``overrides`` applied (not validated yet).
+
+    A run length other than the preset's (``epochs``) with none of ``SCHEDULE_FIELDS`` given
+    gets the preset's schedule fitted to it by ``fit_schedule``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-    return TrainConfig(**{"preset": name, **PRESETS[name], **overrides})
+    config = TrainConfig(**{"preset": name, **PRESETS[name], **overrides})
+    if "epochs" in overrides and not any(f in overrides for f in SCHEDULE_FIELDS):
+        config = dataclasses.replace(
+            config, **fit_schedule(TrainConfig(**PRESETS[name]), config.epochs)
+        )
+    return config
+
+
+def fit_schedule(preset: TrainConfig, epochs: int) -> dict:
+    """The schedule of ``preset`` compressed or stretched to a run of ``epochs`` epochs:
+    ``{"cycles", "warmup_epochs", "schedule_unit"}``.
+
+    The warmup keeps its share of a cycle (reference: 10 of 50 epochs). The preset's number of
+    cycles is kept when it divides ``epochs`` and each warmup still lasts a whole epoch; otherwise
+    the run is one cycle. A warmup shorter than one epoch cannot be drawn by a schedule stepped
+    once per epoch (epoch 1 would run at ``min_lr`` and epoch 2 past the peak), so it is then
+    stepped per optimizer step. Example: the reference recipe for 4 epochs is 1 cycle with a
+    0.8-epoch warmup, stepped per step. Invalid ``epochs`` are left to ``validate``."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        return {}
+    share = preset.warmup_epochs * preset.cycles / preset.epochs
+    cycles = preset.cycles
+    if epochs % cycles or share * epochs / cycles < 1:
+        cycles = 1
+    warmup = share * epochs / cycles
+    unit = "step" if warmup < 1 else preset.schedule_unit
+    return {"cycles": cycles, "warmup_epochs": warmup, "schedule_unit": unit}
+
+
+def auto_preset() -> str:
+    """``"reference"`` (RECIPE.md) when a CUDA GPU is available, else ``"cpu-quick"``."""
+    return "reference" if torch.cuda.is_available() else "cpu-quick"
 
 
 def resolve_device(name: str) -> torch.device:

@@ -7,7 +7,8 @@ From a notebook::
     result = evaluate_model(model, images, labels)          # dict of tensors and floats
     per_class_accuracy(result["confusion"])                 # (10,)
 
-From a shell: ``python -m vitlib.evaluate runs/reference/best.pt [--datapath DIR] [--tta]``.
+From a shell: ``python -m vitlib.evaluate runs/reference/best.pt [--datapath DIR] [--tta]``, or
+``python -m vitlib.evaluate --pretrained cpu-quick`` for a model shipped with vitlib.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from .checkpoint import compare_with_model, load_checkpoint
 from .data import CLASSES, load_cifar10
 from .model import ModelConfig, RelViT
+from .pretrained import list_pretrained, load_pretrained
 
 
 def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[RelViT, dict]:
@@ -146,10 +148,16 @@ def format_report(result: dict, classes: tuple[str, ...] = CLASSES) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.evaluate",
-        description="Evaluate a vitlib checkpoint on the CIFAR-10 test set.",
+        description="Evaluate a vitlib checkpoint or shipped model on the CIFAR-10 test set.",
         allow_abbrev=False,
     )
-    parser.add_argument("checkpoint", help="a last.pt or best.pt written by vitlib.train")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("checkpoint", nargs="?", help="a last.pt or best.pt written by vitlib.train")
+    which.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        help=f"a model shipped with vitlib instead of a checkpoint: {list_pretrained()}",
+    )
     parser.add_argument(
         "--datapath",
         "--data",
@@ -176,16 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model, state = load_model(args.checkpoint, args.device)
+        if args.pretrained:
+            model = load_pretrained(args.pretrained, args.device)
+            info = model.pretrained_info
+            recorded = info["test_acc_tta" if args.tta else "test_acc"]
+            source = (
+                f"pretrained {args.pretrained!r}: {info['model']}, {info['epochs']} epochs, "
+                f"recorded {100 * recorded:.2f}%"
+            )
+        else:
+            model, state = load_model(args.checkpoint, args.device)
+            source = (
+                f"{args.checkpoint}: {state.get('model_name', '?')}, epoch "
+                f"{state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
+            )
         images, labels = load_cifar10(args.datapath, "test", limit=args.limit)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     result = evaluate_model(model, images, labels, batch_size=args.batch_size, tta=args.tta)
-    which = "EMA" if state.get("ema") else "model"
-    print(
-        f"{args.checkpoint}: {state.get('model_name', '?')}, epoch {state.get('epoch', '?')}, {which} weights, {len(labels)} test images{', flip TTA' if args.tta else ''}"
-    )
+    print(f"{source}; {len(labels):,} test images{', flip TTA' if args.tta else ''}")
     print(format_report(result))
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -45,24 +46,52 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     return {key: [float(r[key]) for r in rows] for key in rows[0]}
 
 
-def plot_training(run: str | Path | dict, reference: bool = True) -> Figure:
+def planned_epochs(run_dir: str | Path) -> int | None:
+    """The ``epochs`` a run directory's config.json plans, or None without one."""
+    try:
+        return int(json.loads((Path(run_dir) / "config.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def plot_training(
+    run: str | Path | dict, reference: bool = True, epochs: int | None = None
+) -> Figure:
     """Three panels against epoch: train/test loss, test accuracy (%), learning rate (log).
-    ``run``: a run directory or ``read_metrics`` output."""
+
+    ``run``: a run directory or ``read_metrics`` output. The x-axis spans the run's ``epochs``
+    (default: what its config.json plans, else the epochs recorded so far). The reference run
+    is drawn over the same width: its 200 epochs are rescaled to this run's length, with its own
+    epochs on the top axis, unless the run is 200 epochs long too."""
     metrics = read_metrics(run) if not isinstance(run, dict) else run
+    if epochs is None and not isinstance(run, dict):
+        epochs = planned_epochs(run)
+    total = epochs or max(metrics["epoch"])
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
-    curves = [("this run", metrics, "-")]
+    curves = [("this run", metrics, 1.0, "-")]
     if reference:
-        curves.append(("reference (V100, 96.80%)", load_reference_log(), "--"))
-    for label, m, style in curves:
-        loss_ax.plot(m["epoch"], m["train_loss"], style, color="C0", label=f"train, {label}")
-        loss_ax.plot(m["epoch"], m["test_loss"], style, color="C1", label=f"test, {label}")
-        acc_ax.plot(m["epoch"], [100 * a for a in m["test_acc"]], style, color="C2", label=label)
-        lr_ax.plot(m["epoch"], m["lr"], style, color="C3", label=label)
+        log = load_reference_log()
+        scale = total / len(log["epoch"])
+        label = "reference (V100, 96.80%)"
+        if scale != 1:
+            label += f", {len(log['epoch'])} epochs drawn as {total:g}"
+        curves.append((label, log, scale, "--"))
+    for label, m, x_scale, style in curves:
+        x = [x_scale * e for e in m["epoch"]]
+        loss_ax.plot(x, m["train_loss"], style, color="C0", label=f"train, {label}")
+        loss_ax.plot(x, m["test_loss"], style, color="C1", label=f"test, {label}")
+        acc_ax.plot(x, [100 * a for a in m["test_acc"]], style, color="C2", label=label)
+        lr_ax.plot(x, m["lr"], style, color="C3", label=label)
     for ax, title in ((loss_ax, "loss"), (acc_ax, "test accuracy (%)"), (lr_ax, "learning rate")):
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=title, xlabel="epoch (this run)", xlim=(0, total))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        if reference and scale != 1:
+            top = ax.secondary_xaxis(
+                "top", functions=(lambda x, s=scale: x / s, lambda x, s=scale: x * s)
+            )
+            top.set_xlabel("reference epoch", fontsize=8)
     lr_ax.set_yscale("log")
     return fig
 
@@ -156,7 +185,8 @@ class LiveCurves:
             return
         if len(metrics["epoch"]) != self.shown:
             self.shown = len(metrics["epoch"])
-            self.handle.update(plot_training(metrics, reference=self.reference))
+            epochs = planned_epochs(self.path.parent)
+            self.handle.update(plot_training(metrics, reference=self.reference, epochs=epochs))
 
     def _poll(self) -> None:
         while not self.stop.wait(self.every):
