@@ -94,6 +94,7 @@ def test_results_notebook_reads_the_checkpoint(trained, cifar_root, tmp_path):
     assert f"first 128 test images, bf16: recorded {recorded}, recomputed {recorded}" in text
     assert "128 test images: " in text and "% one view" in text  # float32
     assert "with flip TTA" in text and "confusion matrix (rows: true class" in text
+    assert "the best TEST accuracy, so the test accuracy below is test-selected" in text
     assert (run_dir / "confusion.png").stat().st_size > 10_000
 
 

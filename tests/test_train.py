@@ -214,3 +214,24 @@ def test_training_curves_with_the_reference_overlaid(uninterrupted):
     loss_ax, acc_ax, lr_ax = fig.axes
     assert len(acc_ax.lines) == 2 and list(acc_ax.lines[0].get_xdata()) == [1, 2, 3]
     assert lr_ax.get_yscale() == "log"
+
+
+def test_validation_split_selects_best_pt(tmp_path, cifar_root):
+    """With --val_split, best.pt is the epoch of the best validation accuracy (held out of the
+    training images), not of the best test accuracy; without it val_acc is nan."""
+    out = tmp_path / "run"
+    result = train(tiny(out, datapath=str(cifar_root), val_split=32, test_limit=32))
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    val = [float(r["val_acc"]) for r in rows]
+    assert all(0 <= v <= 1 for v in val)
+    assert load_checkpoint(out / "last.pt")["step"] == 3 * 3  # 96 training images, batch 32
+    best = load_checkpoint(out / "best.pt")
+    chosen = max(range(len(val)), key=lambda i: (val[i], i))  # ties: the later epoch
+    assert best["epoch"] == chosen + 1 and best["progress"]["best_acc"] == max(val)
+    assert result["val_acc"] == val[-1]
+
+
+def test_no_validation_split_writes_nan(uninterrupted):
+    out, _ = uninterrupted
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert all(r["val_acc"] == "nan" for r in rows)

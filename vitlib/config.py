@@ -50,6 +50,11 @@ class TrainConfig:
     datapath: str | None = _f(None, "folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")
     train_limit: int | None = _f(None, "train on the first N training images only")
     test_limit: int | None = _f(None, "evaluate on the first N test images only")
+    val_split: int = _f(
+        0,
+        "hold out the last N training images to validate on: best.pt is then selected on them, "
+        "not on the test set (0: no validation set; best.pt is selected on the test set)",
+    )
     loader: str = _f(
         "device",
         "'device': whole set on the device, batched augmentation; 'cpu': per-image PIL DataLoader",
@@ -69,7 +74,7 @@ class TrainConfig:
     lr: float = _f(1e-3, "peak learning rate (AdamW)")
     min_lr: float = _f(1e-5, "learning rate at the start of warmup and the end of each cosine")
     warmup_epochs: float = _f(10.0, "linear warmup at the start of each cycle, in epochs")
-    cycles: int = _f(4, "cosine cycles (warm restarts), each epochs / cycles long")
+    cycles: int = _f(4, "warmup + cosine cycles (periodic re-warming), each epochs / cycles long")
     schedule_unit: str = _f("epoch", "step the schedule once per 'epoch' or per optimizer 'step'")
     betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
     eps: float = _f(1e-8, "AdamW epsilon")
@@ -260,12 +265,19 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         lambda: c.test_limit is None or 1 <= c.test_limit <= TEST_SIZE,
         f"1..{TEST_SIZE} or None",
     )
-    n_train = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
+    n_images = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
+    check(
+        "val_split",
+        lambda: 0 <= c.val_split < n_images,
+        f"0..{n_images - 1} (held out of the {n_images} training images)",
+        needs=("train_limit",),
+    )
+    n_train = n_images - c.val_split if isinstance(c.val_split, int) else n_images
     check(
         "batch_size",
         lambda: 1 <= c.batch_size <= n_train and c.batch_size % world_size == 0,
         f"1..{n_train} (the training images used) and divisible by the {world_size} process(es)",
-        needs=("train_limit",),
+        needs=("train_limit", "val_split"),
     )
     check("num_workers", lambda: c.num_workers >= 0, "an integer >= 0")
     check("mix_alpha", lambda: 0 < c.mix_alpha < math.inf, "a finite number > 0")

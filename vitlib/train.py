@@ -59,8 +59,8 @@ from .optim import create_optimizer
 from .schedule import build_schedule, make_scheduler
 
 METRIC_COLUMNS = (
-    "epoch", "step", "train_loss", "test_loss", "test_acc", "best_acc", "lr", "seconds",
-    "train_images_per_s", "skipped_steps",
+    "epoch", "step", "train_loss", "test_loss", "test_acc", "val_acc", "best_acc", "lr",
+    "seconds", "train_images_per_s", "skipped_steps",
 )  # fmt: skip
 MIXERS = {"cutmix": cutmix, "mixup": mixup}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -242,7 +242,9 @@ class Progress:
     batch: int = 0  # batches completed in the current epoch (non-zero after a signal)
     step: int = 0  # optimizer steps, including skipped ones
     skipped: int = 0  # steps skipped for a non-finite loss
-    best_acc: float = -1.0
+    best_acc: float = (
+        -1.0
+    )  # of the selection metric: val_acc with a validation split, else test_acc
     epoch_loss_sum: float = 0.0  # over this epoch's completed batches
     epoch_batches: int = 0
     history: list = dataclasses.field(default_factory=list)  # one dict per completed epoch
@@ -299,6 +301,9 @@ def _run(
             )
 
     train_images, train_labels = load_cifar10(config.datapath, "train", limit=config.train_limit)
+    held_out = len(train_labels) - config.val_split  # the last val_split images validate
+    val_images, val_labels = train_images[held_out:].to(device), train_labels[held_out:]
+    train_images, train_labels = train_images[:held_out], train_labels[:held_out]
     test_images, test_labels = load_cifar10(config.datapath, "test", limit=config.test_limit)
     test_images = test_images.to(device)
     loader = make_train_loader(config, info, train_images, train_labels)
@@ -454,21 +459,25 @@ def _run(
             [progress.epoch_loss_sum, progress.epoch_batches], dtype=torch.float64, device=device
         )
         loss_sum, batches = distributed.all_reduce_sum(totals).tolist()
+        evaluated = ema.module if ema is not None else model
+        options = dict(tta=config.tta, autocast_dtype=amp_dtype)
         result = evaluate_model(
-            ema.module if ema is not None else model,
-            test_images,
-            test_labels,
-            tta=config.tta,
-            label_smoothing=config.label_smoothing,
-            autocast_dtype=amp_dtype,
+            evaluated, test_images, test_labels, label_smoothing=config.label_smoothing, **options
         )
-        progress.best_acc = max(progress.best_acc, result["accuracy"])
+        val_acc = (
+            evaluate_model(evaluated, val_images, val_labels, **options)["accuracy"]
+            if config.val_split
+            else math.nan
+        )
+        selected = val_acc if config.val_split else result["accuracy"]
+        progress.best_acc = max(progress.best_acc, selected)
         record = {
             "epoch": epoch + 1,
             "step": progress.step,
             "train_loss": loss_sum / max(batches, 1),
             "test_loss": result["loss"],
             "test_acc": result["accuracy"],
+            "val_acc": val_acc,
             "best_acc": progress.best_acc,
             "lr": lr,
             "seconds": time.perf_counter() - start,
@@ -482,13 +491,14 @@ def _run(
         if main:
             state_now = checkpoint_state(rng)
             _save(run_dir / "last.pt", state_now)
-            if result["accuracy"] >= progress.best_acc:
+            if selected >= progress.best_acc:
                 _save(run_dir / "best.pt", _best_state(state_now))
             _append_metrics(run_dir, record)
             print(
                 f"epoch {epoch + 1:>3}/{config.epochs}  train_loss {record['train_loss']:.4f}  "
                 f"test_loss {record['test_loss']:.4f}  test_acc {100 * record['test_acc']:.2f}%  "
-                f"lr {lr:.3g}  {record['seconds']:.1f}s",
+                + (f"val_acc {100 * val_acc:.2f}%  " if config.val_split else "")
+                + f"lr {lr:.3g}  {record['seconds']:.1f}s",
                 flush=True,
             )
     return {
@@ -521,7 +531,10 @@ def _restore_best(run_dir: Path, state: dict) -> None:
     was killed between writing last.pt and best.pt."""
     progress = state["progress"]
     history = progress["history"]
-    if progress["batch"] or not history or history[-1]["test_acc"] < progress["best_acc"]:
+    if progress["batch"] or not history:
+        return
+    metric = "val_acc" if state["config"].get("val_split") else "test_acc"
+    if history[-1][metric] < progress["best_acc"]:
         return
     try:
         saved_epoch = load_checkpoint(run_dir / "best.pt")["epoch"]
@@ -585,7 +598,7 @@ def _set_rng(
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     """(Re)write metrics.csv and metrics.jsonl from ``history`` (on start and on resume)."""
     with open(run_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, METRIC_COLUMNS)
+        writer = csv.DictWriter(f, METRIC_COLUMNS, restval="nan")
         writer.writeheader()
         writer.writerows(history)
     with open(run_dir / "metrics.jsonl", "w") as f:
@@ -594,7 +607,7 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
 
 def _append_metrics(run_dir: Path, record: dict) -> None:
     with open(run_dir / "metrics.csv", "a", newline="") as f:
-        csv.DictWriter(f, METRIC_COLUMNS).writerow(record)
+        csv.DictWriter(f, METRIC_COLUMNS, restval="nan").writerow(record)
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 
