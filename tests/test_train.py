@@ -1,6 +1,7 @@
 """The training loop on a tiny model and 128 real images: outputs, exact resume, locks, NaN."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -100,7 +101,7 @@ def test_resume_after_a_crash_at_an_epoch_boundary_is_exact(
 
 
 def test_sigterm_mid_epoch_saves_and_resume_is_exact(
-    uninterrupted, tmp_path, monkeypatch, cifar_root
+    uninterrupted, tmp_path, monkeypatch, cifar_root, capsys
 ):
     out = tmp_path / "run"
     real_loss, calls = train_module.mixed_loss, []
@@ -118,7 +119,9 @@ def test_sigterm_mid_epoch_saves_and_resume_is_exact(
     state = load_checkpoint(out / "last.pt")
     assert (state["progress"]["epoch"], state["progress"]["batch"], state["step"]) == (1, 2, 6)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    capsys.readouterr()
     train(tiny(out, datapath=str(cifar_root), resume=True))
+    assert "resuming from epoch 2 (step 6, batch 2 of that epoch)" in capsys.readouterr().out
     assert_same_weights(weights(out), weights(uninterrupted[0]))
 
 
@@ -235,3 +238,14 @@ def test_no_validation_split_writes_nan(uninterrupted):
     out, _ = uninterrupted
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert all(r["val_acc"] == "nan" for r in rows)
+
+
+def test_the_run_says_how_long_it_will_take_and_what_resume_does(tmp_path, cifar_root, capsys):
+    config = tiny(tmp_path / "run", datapath=str(cifar_root))
+    train(config)
+    out = capsys.readouterr().out
+    assert "s per step: about" in out and "hours for the remaining 1 steps" in out  # 12 steps
+    train(dataclasses.replace(config, resume=True))
+    out = capsys.readouterr().out
+    assert "already holds the complete run (3 epochs): nothing to do" in out
+

@@ -84,7 +84,7 @@ def test_batch_size_against_dataset_and_processes():
 def test_schedule_shape_checks():
     with pytest.raises(ValueError, match="cycles=3 is out of range: a divisor of epochs=200"):
         validate(TrainConfig(cycles=3))
-    validate(TrainConfig(cycles=3, schedule_unit="step", warmup_epochs=5.0))
+    validate(TrainConfig(cycles=3, schedule_unit="step", warmup_epochs=5.0, device="cpu"))
 
 
 def test_model_overrides_checked_and_data_location(monkeypatch):
@@ -124,7 +124,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     ],
 )
 def test_a_shorter_reference_run_gets_the_schedule_fitted(epochs, cycles, warmup, unit):
-    config = preset_config("reference", epochs=epochs)
+    config = preset_config("reference", epochs=epochs, device="cpu")
     assert (config.cycles, config.schedule_unit) == (cycles, unit)
     assert config.warmup_epochs == pytest.approx(warmup)
     validate(config)
@@ -152,3 +152,13 @@ def test_auto_preset_follows_the_hardware(monkeypatch):
     assert auto_preset() == "cpu-quick"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert auto_preset() == "reference"
+
+
+@pytest.mark.parametrize("name", ["reference", "fast"])
+def test_a_gpu_preset_on_a_cpu_stops_at_once_unless_asked_for(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError) as info:
+        validate(preset_config(name))
+    assert f"preset={name!r} is built for a GPU and no GPU was found" in str(info.value)
+    assert "--preset cpu-quick" in str(info.value) and "--device cpu" in str(info.value)
+    validate(preset_config(name, device="cpu"))  # the explicit override

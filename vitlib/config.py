@@ -146,6 +146,7 @@ PRESETS: dict[str, dict] = {
 
 
 SCHEDULE_FIELDS = ("cycles", "warmup_epochs", "schedule_unit")
+GPU_PRESETS = ("reference", "fast")  # refused on a CPU unless --device cpu says so
 
 
 def preset_config(name: str, **overrides) -> TrainConfig:
@@ -350,6 +351,12 @@ def _check_device(c: TrainConfig, errors: list[str]) -> None:
         errors.append(f"device={c.device!r} is not available: MPS not found (use --device cpu)")
     elif device.type not in ("cpu", "cuda", "mps"):
         errors.append(f"device={c.device!r} is not supported: use 'auto', 'cpu', 'cuda' or 'mps'")
+    if c.preset in GPU_PRESETS and c.device == "auto" and device.type == "cpu":
+        errors.append(
+            f"preset={c.preset!r} is built for a GPU and no GPU was found: use --preset cpu-quick "
+            "on a CPU, or pass --device cpu to run it here anyway (it prints its projected time "
+            "after its first steps)"
+        )
     if resolve_precision(c.precision, device) == "fp16" and device.type != "cuda":
         errors.append(
             f"precision='fp16' needs a CUDA device, got device={c.device!r} (use bf16 or fp32)"

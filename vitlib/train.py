@@ -231,6 +231,27 @@ def maybe_compile(
     return compiled
 
 
+class TimeEstimate:
+    """Prints, once, the measured time per step and the projected time of the rest of the run:
+    timed over ``steps`` steps after the first (which pays for warm-up)."""
+
+    def __init__(self, total_steps: int, enabled: bool = True, steps: int = 10) -> None:
+        self.total, self.enabled, self.steps = total_steps, enabled, steps
+        self.done, self.start = 0, 0.0
+
+    def step(self) -> None:
+        self.done += 1
+        if not self.enabled or self.done > self.steps + 1:
+            return
+        if self.done == 1:
+            self.start = time.perf_counter()
+        elif self.done == self.steps + 1 and self.total > self.done:
+            per_step = (time.perf_counter() - self.start) / self.steps
+            hours = per_step * (self.total - self.done) / 3600
+            print(f"\n{per_step:.3g} s per step: about {hours:.2g} hours for the remaining "
+                  f"{self.total - self.done:,} steps, plus evaluation", flush=True)  # fmt: skip
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -337,6 +358,15 @@ def _run(
             ema.module.load_state_dict(state["ema"])
             ema.n_averaged.fill_(state["ema_n_averaged"])
         progress = Progress(**state["progress"])
+        if main:
+            print(
+                f"{run_dir} already holds the complete run ({config.epochs} epochs): nothing to do; "
+                "train a new run with another --out"
+                if progress.epoch >= config.epochs
+                else f"resuming from epoch {progress.epoch + 1} (step {progress.step}, batch "
+                f"{progress.batch} of that epoch) from {run_dir / 'last.pt'}",
+                flush=True,
+            )
     if main:
         config_json = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
         write_atomic(run_dir / "config.json", config_json.encode())
@@ -363,6 +393,7 @@ def _run(
         config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
     )
     threads = CpuThreads() if device.type == "cpu" and info.world_size == 1 else None
+    estimate = TimeEstimate(total_steps=config.epochs * len(loader) - progress.step, enabled=main)
 
     def checkpoint_state(rng: dict) -> dict:
         return {
@@ -432,6 +463,7 @@ def _run(
                 progress.skipped += 1
             progress.step += 1
             progress.batch = i + 1
+            estimate.step()
             if config.schedule_unit == "step":
                 scheduler.step()
             bar.update(1)
