@@ -2,14 +2,12 @@
 trained from scratch on CIFAR-10."""
 
 from .augment import TrainAugment, cutmix, mixup
-from .data import CLASSES, MEAN, STD, DeviceLoader, load_cifar10, make_cpu_loader, sample_grid
+from .data import CLASSES, DeviceLoader, load_cifar10, make_cpu_loader, sample_grid
 from .model import ModelConfig, RelViT, create_model, list_models
 from .pretrained import list_pretrained, load_pretrained
 
 __all__ = [
     "CLASSES",
-    "MEAN",
-    "STD",
     "DeviceLoader",
     "ModelConfig",
     "RelViT",

@@ -35,10 +35,6 @@ CLASSES: tuple[str, ...] = (
     "ship",
     "truck",
 )
-# Per-channel statistics of the 50,000 train images in [0, 1]. For display only: the recipe
-# feeds the model unnormalised [0, 1] pixels.
-MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
 FOLDER = "cifar-10-batches-py"
 SPLIT_FILES = {

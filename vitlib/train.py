@@ -496,20 +496,20 @@ def _run(
         result = evaluate_model(
             evaluated, test_images, test_labels, label_smoothing=config.label_smoothing, **options
         )
-        val_acc = (
-            evaluate_model(evaluated, val_images, val_labels, **options)["accuracy"]
-            if config.val_split
-            else math.nan
-        )
-        selected = val_acc if config.val_split else result["accuracy"]
-        progress.best_acc = max(progress.best_acc, selected)
         record = {
             "epoch": epoch + 1,
             "step": progress.step,
             "train_loss": loss_sum / max(batches, 1),
             "test_loss": result["loss"],
             "test_acc": result["accuracy"],
-            "val_acc": val_acc,
+        }
+        if config.val_split:  # metrics.csv shows nan without one
+            record["val_acc"] = evaluate_model(evaluated, val_images, val_labels, **options)[
+                "accuracy"
+            ]
+        selected = record["val_acc" if config.val_split else "test_acc"]
+        progress.best_acc = max(progress.best_acc, selected)
+        record |= {
             "best_acc": progress.best_acc,
             "lr": lr,
             "seconds": time.perf_counter() - start,
@@ -529,7 +529,7 @@ def _run(
             print(
                 f"epoch {epoch + 1:>3}/{config.epochs}  train_loss {record['train_loss']:.4f}  "
                 f"test_loss {record['test_loss']:.4f}  test_acc {100 * record['test_acc']:.2f}%  "
-                + (f"val_acc {100 * val_acc:.2f}%  " if config.val_split else "")
+                + (f"val_acc {100 * record['val_acc']:.2f}%  " if config.val_split else "")
                 + f"lr {lr:.3g}  {record['seconds']:.1f}s",
                 flush=True,
             )

@@ -89,14 +89,14 @@ def test_download_gives_up_naming_the_problem(server, tmp_path):
     assert not (tmp_path / "cifar-10-batches-py").exists()  # nothing unverified was extracted
 
 
-def test_local_copy_with_other_bytes_is_accepted(cifar_root):
+def test_local_copy_with_other_bytes_is_accepted(real_cifar_root):
     """The shared copy is a rebuilt pickle (its md5 differs from the official one), which
     torchvision's own CIFAR10 class would reject; the structural checks accept it."""
     official = dict(CIFAR10.test_list)["test_batch"]
-    path = cifar_root / "cifar-10-batches-py" / "test_batch"
+    path = real_cifar_root / "cifar-10-batches-py" / "test_batch"
     if hashlib.md5(path.read_bytes()).hexdigest() == official:
         pytest.skip("this copy is byte-identical to the official files")
-    _, labels = D.load_cifar10(cifar_root, split="test", limit=10_000)
+    _, labels = D.load_cifar10(real_cifar_root, split="test", limit=10_000)
     assert len(labels) == 10_000 and labels[:3].tolist() == [3, 8, 8]
 
 
