@@ -77,6 +77,8 @@ def provenance(run_dir: Path, wall_seconds: float | None, load: float, images, l
     config = config_from_dict(state["config"])
     if state["epoch"] != config.epochs or config.train_limit or config.test_limit:
         raise RuntimeError(f"{run_dir / 'last.pt'} is not a finished full-data run")
+    if config.preset != NAME:
+        raise RuntimeError(f"{run_dir / 'last.pt'} is a {config.preset!r} run, not {NAME!r}")
     last = state["progress"]["history"][-1]
     info = {
         "name": NAME,

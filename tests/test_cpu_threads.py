@@ -24,7 +24,7 @@ def machine(monkeypatch):
     m = Machine()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(cpu, "busy_cpu_seconds", lambda: m.busy)
+    monkeypatch.setattr(cpu, "busy_cpu_seconds", lambda cores: m.busy)
     monkeypatch.setattr(cpu, "own_cpu_seconds", lambda: m.own)
     monkeypatch.setattr(cpu.time, "perf_counter", lambda: m.clock)
     threads = torch.get_num_threads()
@@ -66,9 +66,18 @@ def test_an_explicit_thread_count_is_kept(machine, monkeypatch):
     assert not governor.enabled and governor.update() is None and torch.get_num_threads() == 2
 
 
-def test_busy_cpu_seconds_reads_proc_stat():
-    seconds = cpu.busy_cpu_seconds()
-    if not cpu.PROC_STAT.exists():
-        assert seconds is None
-    else:
-        assert seconds > 0 and cpu.own_cpu_seconds() > 0
+def test_busy_cpu_seconds_counts_only_the_given_cores(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  300 0 300 900 0 0 0 0 0 0\n"  # the whole machine: not read
+        "cpu0 100 0 100 300 0 0 0 0 0 0\n"
+        "cpu1 100 0 100 300 50 0 0 0 0 0\n"  # iowait is idle time
+        "cpu2 100 0 100 300 0 0 0 0 0 0\n"
+        "intr 12345\n"
+    )
+    monkeypatch.setattr(cpu, "PROC_STAT", stat)
+    tick = cpu.os.sysconf("SC_CLK_TCK")
+    assert cpu.busy_cpu_seconds({0, 1}) == pytest.approx(400 / tick)
+    assert cpu.busy_cpu_seconds({2}) == pytest.approx(200 / tick)
+    monkeypatch.setattr(cpu, "PROC_STAT", tmp_path / "missing")
+    assert cpu.busy_cpu_seconds({0}) is None

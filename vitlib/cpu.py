@@ -3,9 +3,9 @@
 PyTorch runs each operation as an OpenMP parallel region over all its threads, and a region ends
 only when every thread has done its part. When another busy process shares the cores, one of our
 threads is often descheduled for a whole time slice (milliseconds) while the others wait for it
-at the barrier, region after region. Measured on 2 cores (bench/shared_cores.py): a training run
-with PyTorch's default 2 threads kept 1-4% of its alone speed beside one other busy PyTorch
-process. With one thread there is no barrier to wait at, and the run keeps its fair share.
+at the barrier, region after region. Measured on 2 cores (bench/shared_cores.py, RESULTS.md): a
+training run with PyTorch's default 2 threads kept 2% of its alone speed beside one other busy
+PyTorch process. With one thread there is no barrier to wait at, and the run keeps its fair share.
 
 ``CpuThreads.update()`` (called by the training loop after every step, cheap) looks at the
 CPU time that other processes used since its last look, every ``every`` seconds, and sets
@@ -28,15 +28,21 @@ import torch
 PROC_STAT = Path("/proc/stat")
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds that all processes have spent busy since boot (None without /proc/stat)."""
+def busy_cpu_seconds(cores: set[int]) -> float | None:
+    """CPU seconds that all processes have spent busy on ``cores`` since boot (None without
+    /proc/stat). Only these cores count: under ``taskset`` or a container's cpuset, work on the
+    machine's other cores leaves ours free."""
     try:
-        fields = PROC_STAT.read_text().split("\n", 1)[0].split()[1:]
+        lines = PROC_STAT.read_text().splitlines()
     except OSError:
         return None
-    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait
-    ticks = [int(value) for value in fields[:8]]
-    busy = sum(ticks) - ticks[3] - ticks[4]
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            # user nice system idle iowait irq softirq steal: all but idle and iowait
+            ticks = [int(value) for value in fields[:8]]
+            busy += sum(ticks) - ticks[3] - ticks[4]
     return busy / os.sysconf("SC_CLK_TCK")
 
 
@@ -55,18 +61,19 @@ class CpuThreads:
 
     def __init__(self, most: int | None = None, every: float = 5.0) -> None:
         self.most = most or torch.get_num_threads()
-        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        self.allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        self.cores = len(self.allowed)
         self.every = every
         self.enabled = (
             "OMP_NUM_THREADS" not in os.environ
-            and busy_cpu_seconds() is not None
+            and busy_cpu_seconds(self.allowed) is not None
             and min(self.cores, self.most) > 1
         )
         self.others = 0.0
         self._last = self._sample()
 
     def _sample(self) -> tuple[float, float, float]:
-        return time.perf_counter(), busy_cpu_seconds() or 0.0, own_cpu_seconds()
+        return time.perf_counter(), busy_cpu_seconds(self.allowed) or 0.0, own_cpu_seconds()
 
     def update(self) -> int | None:
         """Re-balance if it is time to look; returns the new thread count when it changed."""
