@@ -45,14 +45,20 @@ def worker(settle: float, seconds: float, mode: str, smoke: bool) -> None:
     batch = 16 if smoke else 128
     step = make_train_step("vit_cifar10_small", "fast", batch, bf16=True, **overrides)
     threads = CpuThreads(every=1.0 if smoke else 5.0) if mode == MODES[1] else None
-    steps, start, end = 0, None, time.perf_counter() + settle + seconds
-    while (now := time.perf_counter()) < end:
-        if start is None and now >= end - seconds:
-            steps, start = 0, now
-        step()
-        steps += 1
-        if threads is not None:
-            threads.update()
+
+    def train_until(stop: float) -> int:
+        """Steps (at least one) until ``perf_counter()`` passes ``stop``."""
+        steps = 0
+        while steps == 0 or time.perf_counter() < stop:
+            step()
+            steps += 1
+            if threads is not None:
+                threads.update()
+        return steps
+
+    train_until(time.perf_counter() + settle)
+    start = time.perf_counter()
+    steps = train_until(start + seconds)
     print(json.dumps({"images_per_s": steps * batch / (time.perf_counter() - start)}))
 
 

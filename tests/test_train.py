@@ -244,8 +244,7 @@ def test_the_run_says_how_long_it_will_take_and_what_resume_does(tmp_path, cifar
     config = tiny(tmp_path / "run", datapath=str(cifar_root))
     train(config)
     out = capsys.readouterr().out
-    assert "s per step: about" in out and "hours for the remaining 1 steps" in out  # 12 steps
+    assert "s per step: about" in out and " s for the remaining 1 steps" in out  # 12 steps
     train(dataclasses.replace(config, resume=True))
     out = capsys.readouterr().out
     assert "already holds the complete run (3 epochs): nothing to do" in out
-

@@ -122,9 +122,9 @@ PRESETS: dict[str, dict] = {
         "compile": True,
     },
     # The small model of the same family (vitlib/model.py: 0.66M parameters) for 2 CPU cores:
-    # 10 epochs of one warmup + cosine in about 19 minutes (18.7 measured, vitlib/pretrained/). bf16 autocast: 1.6x the fp32
-    # throughput on CPUs with AVX-512-bf16 or AMX (measured 330 vs 210 images/s on the earlier
-    # small model). Flip and padded crop only, no mixing, for a 10-epoch run: that the recipe's
+    # 10 epochs of one warmup + cosine in about 19 minutes (18.7 measured for the shipped model,
+    # vitlib/pretrained/). bf16 autocast: 1.6x the fp32 throughput on CPUs with AVX-512-bf16 or
+    # AMX (measured 330 vs 210 images/s on the earlier small model). Flip and padded crop only, no mixing, for a 10-epoch run: that the recipe's
     # TrivialAugment, erasing and CutMix pay off only in long runs is an expectation, not yet
     # measured here at equal wall time. lr 3e-3 beat 2e-3 in planned 2.5-minute runs (62.4% vs
     # 60.0%, bench/RESULTS.md).

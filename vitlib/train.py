@@ -247,8 +247,10 @@ class TimeEstimate:
             self.start = time.perf_counter()
         elif self.done == self.steps + 1 and self.total > self.done:
             per_step = (time.perf_counter() - self.start) / self.steps
-            hours = per_step * (self.total - self.done) / 3600
-            print(f"\n{per_step:.3g} s per step: about {hours:.2g} hours for the remaining "
+            left = per_step * (self.total - self.done)
+            when = (f"{left / 3600:.1f} hours" if left >= 3600
+                    else f"{left / 60:.1f} minutes" if left >= 60 else f"{left:.0f} s")  # fmt: skip
+            print(f"\n{per_step:.3g} s per step: about {when} for the remaining "
                   f"{self.total - self.done:,} steps, plus evaluation", flush=True)  # fmt: skip
 
 
@@ -263,9 +265,8 @@ class Progress:
     batch: int = 0  # batches completed in the current epoch (non-zero after a signal)
     step: int = 0  # optimizer steps, including skipped ones
     skipped: int = 0  # steps skipped for a non-finite loss
-    best_acc: float = (
-        -1.0
-    )  # of the selection metric: val_acc with a validation split, else test_acc
+    # best value of the selection metric: val_acc with a validation split, else test_acc
+    best_acc: float = -1.0
     epoch_loss_sum: float = 0.0  # over this epoch's completed batches
     epoch_batches: int = 0
     history: list = dataclasses.field(default_factory=list)  # one dict per completed epoch
