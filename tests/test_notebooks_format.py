@@ -19,8 +19,14 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 EXTRA_KEYS = (
     "metadata.papermill cell.metadata.papermill metadata.widgets metadata.language_info.version"
 )
-BADGE = "https://colab.research.google.com/github/vitlib-org/vitlib/blob/main/notebooks/{}"
+ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = re.search(r'^Repository = "(https://github.com/[^"]+)"$',
+                       (ROOT / "pyproject.toml").read_text(), re.M).group(1)  # fmt: skip
+OWNER_NAME = REPOSITORY.removeprefix("https://github.com/")
+BADGE = f"https://colab.research.google.com/github/{OWNER_NAME}/blob/main/notebooks/{{}}"
 IDS = [path.name for path in NOTEBOOKS]
+# Links to this repository as the notebooks and README write them (Colab, pip, GitHub).
+REPO_LINK = re.compile(r"(?:colab\.research\.google\.com/github|github\.com)/([\w.-]+/vitlib)\b")
 
 
 def code_of(nb) -> str:
@@ -165,3 +171,14 @@ def test_parser_catches_a_model_class(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, ROOT / "README.md"], ids=[*IDS, "README.md"])
+def test_repository_links_agree_with_pyproject(path):
+    """Badges, install cells and links name the repository of pyproject's [project.urls]."""
+    found = set(REPO_LINK.findall(path.read_text()))
+    assert found <= {OWNER_NAME}, (
+        f"{path.name} links to {sorted(found - {OWNER_NAME})}, pyproject.toml names {OWNER_NAME}; "
+        f"update with: sed -i 's#{sorted(found - {OWNER_NAME})[0]}#{OWNER_NAME}#g' "
+        "README.md notebooks/*.ipynb"
+    )
