@@ -51,6 +51,7 @@ def test_two_process_gloo_matches_single_process(tmp_path, real_cifar_root):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "Grad strides do not match bucket view strides" not in run.stderr  # depthwise convs
     assert "x 2 processes" in run.stdout and run.stdout.count("epoch   2/2") == 1  # rank 0 prints
     rank0, rank1 = torch.load(ddp_out / "rank0.pt"), torch.load(ddp_out / "rank1.pt")
     for key in rank0:
