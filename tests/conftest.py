@@ -5,7 +5,6 @@ the few tests that need the real images (``real_cifar_root``) skip and say so.""
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitlib.data import CLASSES
+from vitlib.data import CLASSES, local_data_root
 
 SYNTHETIC_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 # One clearly different colour per class (red, green, yellow, blue, orange, purple, cyan,
@@ -50,24 +49,19 @@ def write_synthetic_cifar10(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def _real_root() -> Path | None:
-    root = os.environ.get("VITLIB_DATA")
-    if root and (Path(root).expanduser() / "cifar-10-batches-py").is_dir():
-        return Path(root).expanduser()
-    return None
-
-
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """The directory holding ``cifar-10-batches-py/``: the real data when ``VITLIB_DATA`` names
     it, else a synthetic stand-in (written once per test session)."""
-    return _real_root() or write_synthetic_cifar10(tmp_path_factory.mktemp("synthetic-cifar10"))
+    return local_data_root() or write_synthetic_cifar10(
+        tmp_path_factory.mktemp("synthetic-cifar10")
+    )
 
 
 @pytest.fixture(scope="session")
 def real_cifar_root() -> Path:
     """The real CIFAR-10, or a skip naming what to set: for tests of accuracy on real images."""
-    root = _real_root()
+    root = local_data_root()
     if root is None:
         pytest.skip(
             "needs the real CIFAR-10: set VITLIB_DATA to the folder holding cifar-10-batches-py/"

@@ -62,6 +62,15 @@ def resolve_data_root(path: str | os.PathLike | None = None) -> Path:
     return root.parent if root.name == FOLDER else root
 
 
+def local_data_root(path: str | os.PathLike | None = None) -> Path | None:
+    """``resolve_data_root(path)`` if a ``cifar-10-batches-py/`` folder is there, else None."""
+    try:
+        root = resolve_data_root(path)
+    except FileNotFoundError:
+        return None
+    return root if (root / FOLDER).is_dir() else None
+
+
 def _invalid(file: Path, problem: str) -> ValueError:
     return ValueError(
         f"{file}: {problem}. This is not a valid CIFAR-10 python batch; replace {file.parent} "

@@ -70,6 +70,11 @@ class TrainingError(RuntimeError):
     """A run that cannot start or continue (busy run directory, non-finite loss)."""
 
 
+def selection_metric(val_split: int) -> str:
+    """The metric best.pt is selected on: ``val_acc`` with a validation split, else ``test_acc``."""
+    return "val_acc" if val_split else "test_acc"
+
+
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from e.g. (seed, epoch, rank, purpose); nearby inputs give unrelated seeds."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
@@ -508,7 +513,7 @@ def _run(
             record["val_acc"] = evaluate_model(evaluated, val_images, val_labels, **options)[
                 "accuracy"
             ]
-        selected = record["val_acc" if config.val_split else "test_acc"]
+        selected = record[selection_metric(config.val_split)]
         progress.best_acc = max(progress.best_acc, selected)
         record |= {
             "best_acc": progress.best_acc,
@@ -566,8 +571,7 @@ def _restore_best(run_dir: Path, state: dict) -> None:
     history = progress["history"]
     if progress["batch"] or not history:
         return
-    metric = "val_acc" if state["config"].get("val_split") else "test_acc"
-    if history[-1][metric] < progress["best_acc"]:
+    if history[-1][selection_metric(state["config"].get("val_split"))] < progress["best_acc"]:
         return
     try:
         saved_epoch = load_checkpoint(run_dir / "best.pt")["epoch"]
