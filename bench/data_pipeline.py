@@ -5,9 +5,9 @@
 
 Both paths run the full RECIPE.md train augmentation (TrivialAugmentWide, flip, padded crop,
 to float, random erasing) and yield float batches:
-- "PIL": ``vitlib.data.make_cpu_loader``, a torch DataLoader applying torchvision transforms
-  to one PIL image at a time, with 0 and 2 workers (worker start-up is part of its time, as in
-  every epoch of training);
+- "PIL": ``make_cpu_loader`` (``bench/pil_loader.py``, the reference run's path), a torch
+  DataLoader applying torchvision transforms to one PIL image at a time, with 0 and 2 workers
+  (worker start-up is part of its time, as it would be in every epoch of training);
 - "batched": ``vitlib.data.DeviceLoader``, the uint8 set resident on the device and
   ``vitlib.augment.TrainAugment`` applied to whole batches, on the CPU (and CUDA if present).
 Images/s = images yielded / wall seconds to iterate ``--batches`` batches; the median of
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 from common import RESULTS, markdown_table, record
+from pil_loader import make_cpu_loader
 
-from vitlib.data import DeviceLoader, load_cifar10, make_cpu_loader
+from vitlib.data import DeviceLoader, load_cifar10
 
 
 def images_per_second(loader, repeats: int, sync) -> float:

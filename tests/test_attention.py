@@ -130,7 +130,7 @@ def test_only_depthwise_projections_see_neighbouring_tokens(projection, sees_nei
 
 
 def test_bad_head_channels_and_names():
-    with pytest.raises(ValueError, match="channels 64 are not divisible by head channels 24"):
+    with pytest.raises(ValueError, match="dim=64.*not divisible by head_channels=24"):
         SelfAttention2d(64, 24, (4, 4))
     with pytest.raises(ValueError, match="unknown attention form 'slow'"):
         SelfAttention2d(64, 16, (4, 4), form="slow")

@@ -13,6 +13,8 @@ def test_train_cpu_smoke(tmp_path, cifar_root):
         sys.executable,
         str(BENCH),
         "--smoke",
+        "--variant",
+        "cpu-quick",
         "--results",
         str(results),
         "--datapath",
@@ -22,8 +24,11 @@ def test_train_cpu_smoke(tmp_path, cifar_root):
     assert run.returncode == 0, run.stderr[-3000:]
     text = results.read_text()
     assert text.startswith("# Benchmark results")
-    assert "## train_cpu: cpu-quick time-to-accuracy SMOKE" in text
-    assert "| budget (min) | epochs x images |" in text and "| 0.05 | 1 x " in text
-    assert "train_cpu.py --smoke --results" in text
+    assert "## train_cpu: time-to-accuracy SMOKE" in text
+    assert (
+        "| budget (min) | variant | epochs x images |" in text
+        and "| 0.05 | cpu-quick | 1 x " in text
+    )
+    assert "train_cpu.py --smoke --variant cpu-quick --results" in text
     subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert results.read_text().count("## train_cpu:") == 2  # appends, keeps the old entry

@@ -1,4 +1,5 @@
-"""Loading CIFAR-10 (real data and broken copies) and the two loaders."""
+"""Loading CIFAR-10 (real data and broken copies) and the DeviceLoader (the PIL loader of the
+benchmarks: tests/test_bench_pil_loader.py)."""
 
 from __future__ import annotations
 
@@ -199,40 +200,6 @@ def test_device_loader_eval_is_plain_and_ordered():
     assert torch.equal(torch.cat([y for _, y in batches]), ids)
     with pytest.raises(ValueError, match="uint8"):
         D.DeviceLoader(images.float(), ids, 8, train=False)
-
-
-def test_cpu_loader_contract_and_determinism():
-    images, ids = _id_dataset(48)
-    loader = D.make_cpu_loader(images, ids, 16, train=True, num_workers=0, seed=3)
-    first = _epoch(loader, 4)
-    assert len(first) == len(loader) == 3
-    x, y = first[0]
-    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert 0 <= x.min() and x.max() <= 1
-    assert sorted(torch.cat([y for _, y in first]).tolist()) == list(range(48))
-    workers = _epoch(D.make_cpu_loader(images, ids, 16, train=True, num_workers=2, seed=3), 4)
-    for (x1, y1), (x2, y2) in zip(first, workers):
-        assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert not torch.equal(first[0][1], _epoch(loader, 5)[0][1])
-    test = list(D.make_cpu_loader(images, ids, 32, train=False, num_workers=0))
-    assert torch.equal(torch.cat([x for x, _ in test]), images.float() / 255)
-
-
-def test_cpu_and_device_loaders_share_the_epoch_order():
-    images, ids = _id_dataset(32)
-    cpu = _epoch(D.make_cpu_loader(images, ids, 8, train=True, num_workers=0, seed=9), 1)
-    dev = _epoch(D.DeviceLoader(images, ids, 8, train=True, seed=9), 1)
-    assert [y.tolist() for _, y in cpu] == [y.tolist() for _, y in dev]
-
-
-def test_sample_grid_titles(cifar_root):
-    images, labels = D.load_cifar10(cifar_root, split="test", limit=10)
-    fig = D.sample_grid(images, labels, ncols=4)
-    titles = [ax.get_title() for ax in fig.axes]
-    names = [D.CLASSES[k] for k in labels.tolist()]
-    assert len(fig.axes) == 12 and titles[:10] == names and titles[10:] == ["", ""]
-    fig = D.sample_grid(images.float() / 255, labels, predictions=labels.roll(1), ncols=5)
-    assert fig.axes[0].get_title() == f"{names[9]}\n({names[0]})"  # prediction = label of image 9
 
 
 def test_classes():

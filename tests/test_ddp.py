@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vitlib.checkpoint import load_checkpoint
+from vitlib.data import derive_seed
 from vitlib.model import create_model
-from vitlib.train import derive_seed, main
+from vitlib.train import main
 
 # Deterministic data path (no augmentation, mixing or dropout) in fp32, so the two processes'
 # half batches together are exactly the single process's batches (strided sharding of one order)
@@ -25,12 +26,12 @@ FLAGS = [
 # Records every rank's weights when the loop evaluates them (at each epoch end).
 SPY = textwrap.dedent(
     """
-    import sys, torch, vitlib.train as t
-    real, out = t.evaluate_model, sys.argv[sys.argv.index("--out") + 1]
+    import sys, torch, vitlib.loop as loop, vitlib.train as t
+    real, out = loop.evaluate_model, sys.argv[sys.argv.index("--out") + 1]
     def spy(model, *args, **kwargs):
         torch.save(model.state_dict(), f"{out}/rank{torch.distributed.get_rank()}.pt")
         return real(model, *args, **kwargs)
-    t.evaluate_model = spy
+    loop.evaluate_model = spy
     sys.exit(t.main(sys.argv[1:]))
     """
 )

@@ -7,6 +7,7 @@ from vitlib.config import preset_config
 from vitlib.data import load_cifar10
 from vitlib.evaluate import (
     confusion_matrix,
+    eval_mode,
     evaluate_model,
     load_model,
     main,
@@ -26,6 +27,31 @@ def checkpoint(tmp_path_factory, cifar_root):
     )  # fmt: skip
     train(config)
     return out / "best.pt"
+
+
+def test_eval_mode_restores_each_modules_flag_and_grad_mode():
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(2)
+    )
+    model[2].eval()  # a frozen BatchNorm inside a training model stays frozen afterwards
+    with eval_mode(model) as inside:
+        assert inside is model and not any(m.training for m in model.modules())
+        assert not torch.is_grad_enabled()
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+    assert torch.is_grad_enabled()
+    with eval_mode(model, no_grad=False):
+        assert torch.is_grad_enabled() and not model.training
+    with pytest.raises(RuntimeError, match="inside"), eval_mode(model):
+        raise RuntimeError("inside")
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+
+
+def test_predict_leaves_the_training_flag_as_it_was():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.9), torch.nn.Linear(12, 3))
+    images = torch.randint(0, 256, (4, 3, 2, 2), dtype=torch.uint8)
+    logits = predict(model, images)
+    assert model.training and not logits.requires_grad
+    torch.testing.assert_close(logits, model.eval()(images.float() / 255))
 
 
 def test_confusion_and_per_class_accuracy():

@@ -1,11 +1,17 @@
-"""``python -m vitlib.figures`` writes every README figure as a valid, small image."""
+"""vitlib.plots: ``python -m vitlib.plots --readme-figures DIR`` writes every README figure as a
+valid, small image; images reach ``imshow`` through ``to_imshow``."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
-from vitlib import figures
+from vitlib import plots
+from vitlib.data import CLASSES, load_cifar10
+from vitlib.relpos import relative_position_index
 
 EXPECTED = {
     "patch_grid.png": ("PNG", 1),
@@ -17,7 +23,7 @@ EXPECTED = {
 
 def test_main_writes_every_figure(cifar_root, tmp_path):
     out = tmp_path / "Images"
-    assert figures.main(["--out", str(out), "--datapath", str(cifar_root)]) == 0
+    assert plots.main(["--readme-figures", str(out), "--datapath", str(cifar_root)]) == 0
     for name, (kind, min_frames) in EXPECTED.items():
         path = out / name
         assert path.is_file(), f"{name} was not written"
@@ -32,7 +38,7 @@ def test_main_writes_every_figure(cifar_root, tmp_path):
 
 def test_query_bias_is_a_window_of_the_offset_table():
     table = torch.arange(31 * 31, dtype=torch.float32).view(31, 31)
-    bias = figures.query_bias(table, query=(5, 9), grid=(16, 16))
+    bias = plots.query_bias(table, query=(5, 9), grid=(16, 16))
     assert bias.shape == (16, 16)
     assert bias[5, 9] == table[15, 15]  # the query itself: zero offset, the table's centre
     assert bias[6, 11] == table[16, 17]  # one row down, two columns right
@@ -40,8 +46,47 @@ def test_query_bias_is_a_window_of_the_offset_table():
 
 def test_exploded_keeps_every_patch():
     image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
-    canvas = figures.exploded(image, patch_size=2, gap=1.0)
+    canvas = plots.exploded(image, patch_size=2, gap=1.0)
     assert canvas.shape == (4 * 2 * 4 * 2 - 2 * 4, 4 * 2 * 4 * 2 - 2 * 4, 3)
     # top-left patch, each pixel drawn as a 4x4 block
     assert abs(canvas[0, 0] - image[:, 0, 0].float().numpy() / 255).max() < 1e-6
     assert abs(canvas[7, 7] - image[:, 1, 1].float().numpy() / 255).max() < 1e-6
+
+
+def test_to_imshow_gives_channels_last_floats_in_0_1():
+    image = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8)
+    pixels = plots.to_imshow(image)
+    assert pixels.shape == (4, 5, 3) and pixels.dtype == np.float32
+    assert np.array_equal(pixels, image.permute(1, 2, 0).float().numpy() / 255)
+    batch = torch.tensor([-0.5, 0.25, 2.0]).view(1, 3, 1, 1)  # float: clamped to [0, 1]
+    assert plots.to_imshow(batch).tolist() == [[[[0.0, 0.25, 1.0]]]]
+    with pytest.raises(ValueError, match=r"\(3, H, W\) or \(N, 3, H, W\)"):
+        plots.to_imshow(torch.zeros(4, 4))
+
+
+def test_sample_grid_titles(cifar_root):
+    images, labels = load_cifar10(cifar_root, split="test", limit=10)
+    fig = plots.sample_grid(images, labels, ncols=4)
+    titles = [ax.get_title() for ax in fig.axes]
+    names = [CLASSES[k] for k in labels.tolist()]
+    assert len(fig.axes) == 12 and titles[:10] == names and titles[10:] == ["", ""]
+    assert np.array_equal(fig.axes[0].images[0].get_array(), plots.to_imshow(images[0]))
+    fig = plots.sample_grid(images.float() / 255, labels, predictions=labels.roll(1), ncols=5)
+    assert fig.axes[0].get_title() == f"{names[9]}\n({names[0]})"  # prediction = label of image 9
+
+
+def test_plot_index_draws_the_index_on_the_given_axes():
+    ax = Figure().add_subplot()
+    assert plots.plot_index(2, 3, ax=ax) is ax
+    assert np.array_equal(ax.images[0].get_array(), relative_position_index(2, 3).numpy())
+    assert [t.get_text() for t in ax.texts][:3] == ["7", "8", "9"]  # query 0: offsets (0, 0..2)
+
+
+def test_cli_needs_a_run_or_readme_figures(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        plots.main([])
+    with pytest.raises(SystemExit):
+        plots.main([str(tmp_path), "--readme-figures", str(tmp_path)])
+    assert "give either a run directory or --readme-figures DIR" in capsys.readouterr().err
+    assert plots.main([str(tmp_path)]) == 1  # no metrics.csv
+    assert "metrics.csv" in capsys.readouterr().err

@@ -87,6 +87,10 @@ def test_set_attention_switches_form_in_place():
     reference = model.set_attention("reference")(images)
     assert model.config.attention == "reference"
     assert torch.allclose(fast, reference, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention form 'slow'"):
+        model.set_attention("slow")
+    assert model.config.attention == "reference"  # refused before any layer changed
+    assert {block.attn.form for block in model.blocks} == {"reference"}
 
 
 def test_create_model_and_overrides():
@@ -110,7 +114,7 @@ def test_unknown_names_are_refused():
         vitlib.create_model("vit_huge")
     with pytest.raises(ValueError, match=r"unknown model option\(s\) \['widht'\]"):
         vitlib.create_model(REFERENCE, widht=3)
-    with pytest.raises(ValueError, match="unknown attention 'flash'"):
+    with pytest.raises(ValueError, match="unknown attention form 'flash'"):
         vitlib.create_model(REFERENCE, attention="flash")
 
 
@@ -140,8 +144,10 @@ def test_bad_inputs_are_refused():
 
 
 def test_summary_lists_parts_and_totals():
-    text = summary(vitlib.create_model(REFERENCE))
+    model = vitlib.create_model(REFERENCE)
+    text = summary(model)
     assert "blocks.7" in text and "6,482,138" in text and "1.89 G multiply-adds" in text
+    assert model.training  # measured in eval mode, then given back in training mode
 
 
 def test_overfits_32_real_images(cifar_root):

@@ -15,8 +15,11 @@ import pytest
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
 
+import torch  # noqa: E402
+
 from vitlib.checkpoint import load_checkpoint  # noqa: E402
-from vitlib.evaluate import load_model  # noqa: E402
+from vitlib.data import load_cifar10  # noqa: E402
+from vitlib.evaluate import evaluate_model, load_model  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {
@@ -63,17 +66,19 @@ def trained(cifar_root, tmp_path_factory):
     return run_dir, text
 
 
-def test_training_notebook_writes_the_run(trained):
+def test_training_notebook_writes_the_run(trained, cifar_root):
     run_dir, text = trained
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["epoch"] == "1"
     assert {"epoch", "train_loss", "test_loss", "test_acc", "lr", "seconds"} <= rows[0].keys()
-    assert 0.0 <= float(rows[0]["test_acc"]) <= 1.0
     last = load_checkpoint(run_dir / "last.pt")
     assert last["epoch"] == 1 and last["config"]["train_limit"] == 256
     model, best = load_model(str(run_dir / "best.pt"))
     assert best["model_name"] == "vit_cifar10_small" and not model.training
+    images, labels = load_cifar10(cifar_root, "test", limit=128)
+    again = evaluate_model(model, images, labels, autocast_dtype=torch.bfloat16)  # as cpu-quick
+    assert float(rows[0]["test_acc"]) == pytest.approx(again["accuracy"])  # best.pt is epoch 1
     assert (run_dir / "curves.png").stat().st_size > 10_000
     assert "256 train / 128 test images" in text
     assert f"final test accuracy {100 * float(rows[0]['test_acc']):.2f}%" in text

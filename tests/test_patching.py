@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib.patching import ConvStem, StridedConvStem, patchify, unpatchify
+from vitlib.patching import PatchStem, StridedConvStem, patchify, unpatchify
 
 
 @pytest.mark.parametrize("patch_size", [1, 2, 4, 8])
@@ -23,7 +23,7 @@ def test_patches_are_read_row_major():
 
 
 def test_strided_convolution_is_a_linear_layer_on_patches():
-    stem = ConvStem(3, 32, 64, patch_size=2)
+    stem = PatchStem(3, 32, 64, patch_size=2)
     features = torch.rand(2, 32, 32, 32)
     by_conv = stem.patch_embed(features)  # (2, 64, 16, 16)
     weight = stem.patch_embed.weight.permute(0, 2, 3, 1).flatten(
@@ -34,7 +34,7 @@ def test_strided_convolution_is_a_linear_layer_on_patches():
 
 
 def test_stem_output_shape():
-    assert ConvStem(3, 32, 256, 2)(torch.rand(2, 3, 32, 32)).shape == (2, 256, 16, 16)
+    assert PatchStem(3, 32, 256, 2)(torch.rand(2, 3, 32, 32)).shape == (2, 256, 16, 16)
 
 
 @pytest.mark.parametrize("patch_size", [1, 2, 4, 8])

@@ -103,7 +103,7 @@ def test_config_round_trip_through_a_dict():
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    from vitlib.config import resolve_precision
+    from vitlib.hardware import resolve_precision
 
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"

@@ -2,7 +2,7 @@
 trained from scratch on CIFAR-10."""
 
 from .augment import TrainAugment, cutmix, mixup
-from .data import CLASSES, DeviceLoader, load_cifar10, make_cpu_loader, sample_grid
+from .data import CLASSES, DeviceLoader, load_cifar10
 from .model import ModelConfig, RelViT, create_model, list_models
 from .pretrained import list_pretrained, load_pretrained
 
@@ -18,8 +18,6 @@ __all__ = [
     "list_pretrained",
     "load_cifar10",
     "load_pretrained",
-    "make_cpu_loader",
     "mixup",
-    "sample_grid",
 ]
 __version__ = "0.1.0"

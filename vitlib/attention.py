@@ -40,6 +40,23 @@ ATTENTION_FORMS = ("fast", "reference")
 PROJECTIONS = ("pointwise", "depthwise")
 
 
+def check_attention(
+    dim: int, head_channels: int, form: str = "fast", projection: str = "pointwise"
+) -> None:
+    """Raise a ``ValueError`` naming the problem unless ``head_channels`` divides ``dim`` and
+    ``form`` and ``projection`` are known. The one check of these options: ``ModelConfig``
+    and :class:`SelfAttention2d` both call it."""
+    if dim % head_channels != 0:
+        raise ValueError(
+            f"channels (dim={dim}) are not divisible by head_channels={head_channels}: "
+            f"choose head_channels that divides {dim}"
+        )
+    if form not in ATTENTION_FORMS:
+        raise ValueError(f"unknown attention form {form!r}: choose one of {ATTENTION_FORMS}")
+    if projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}: choose one of {PROJECTIONS}")
+
+
 # Images per call of the CPU math kernel; see biased_attention.
 CPU_CHUNK = 8
 
@@ -86,15 +103,7 @@ class SelfAttention2d(nn.Module):
         projection: str = "pointwise",
     ):
         super().__init__()
-        if dim % head_channels != 0:
-            raise ValueError(
-                f"channels {dim} are not divisible by head channels {head_channels}: "
-                f"choose head_channels that divides {dim}"
-            )
-        if form not in ATTENTION_FORMS:
-            raise ValueError(f"unknown attention form {form!r}: choose one of {ATTENTION_FORMS}")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"unknown projection {projection!r}: choose one of {PROJECTIONS}")
+        check_attention(dim, head_channels, form, projection)
         self.form = form
         self.grid = grid
         self.heads = dim // head_channels

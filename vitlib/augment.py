@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+import typing
 from collections.abc import Callable
 
 import torch
@@ -382,7 +383,15 @@ def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
 # Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" keeps only its flip and
 # padded crop, which suit short runs (TrivialAugment and erasing pay off only over many epochs);
 # "none" only converts to float.
-POLICIES = ("recipe", "flip-crop", "none")
+Policy = typing.Literal["recipe", "flip-crop", "none"]  # TrainConfig.augment
+POLICIES: tuple[str, ...] = typing.get_args(Policy)
+
+
+def check_policy(policy: str) -> None:
+    """Raise a ``ValueError`` naming the choices unless ``policy`` is one of ``POLICIES``: the one
+    check of an augmentation policy name."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
 
 
 class TrainAugment(torch.nn.Module):
@@ -396,8 +405,7 @@ class TrainAugment(torch.nn.Module):
 
     def __init__(self, padding: int = 4, erase_p: float = 0.1, policy: str = "recipe") -> None:
         super().__init__()
-        if policy not in POLICIES:
-            raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
+        check_policy(policy)
         self.padding = padding
         self.erase_p = erase_p
         self.policy = policy

@@ -1,8 +1,10 @@
-"""Training configuration: one dataclass with every hyperparameter, three presets, validation.
+"""Training configuration: one frozen dataclass with every hyperparameter, three presets and
+one validator.
 
 ``TrainConfig()`` is the reference recipe (RECIPE.md) without its off-by-one scheduler quirk.
-``validate(config)`` checks every field before any work starts and raises one ``ValueError``
-listing every bad value with its allowed range.
+Fields with a fixed set of values are ``Literal`` types; ``validate(config)`` checks every field
+(type, choice, range) before any work starts and raises one ``ValueError`` listing every bad
+value with what is allowed. Which device and precision "auto" means is ``vitlib.hardware``'s job.
 """
 
 from __future__ import annotations
@@ -14,22 +16,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from .augment import POLICIES
+from .augment import Policy
+from .hardware import resolve_device, resolve_precision
 
 TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
-CHOICES = {
-    "dataset": ("CIFAR-10",),
-    "schedule_unit": ("epoch", "step"),
-    "augment": POLICIES,
-    "mix": ("cutmix", "mixup", "none"),
-    "loader": ("device", "cpu"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "on_nonfinite": ("stop", "skip"),
-    "progress": ("auto", "on", "off"),
-}
 
 
 def _f(default, help: str):
@@ -39,14 +33,14 @@ def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     preset: str = _f("reference", "preset the other defaults come from (default: reference)")
     # model
     model: str = _f("vit_cifar10_patch2_input32", "model name (vitlib.list_models())")
     model_overrides: dict = _f({}, "ModelConfig fields replacing the model's, e.g. depth=2 dim=64")
     # data
-    dataset: str = _f("CIFAR-10", "dataset (only CIFAR-10)")
+    dataset: Literal["CIFAR-10"] = _f("CIFAR-10", "dataset (only CIFAR-10)")
     datapath: str | None = _f(None, "folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")
     train_limit: int | None = _f(None, "train on the first N training images only")
     test_limit: int | None = _f(None, "evaluate on the first N test images only")
@@ -55,17 +49,12 @@ class TrainConfig:
         "hold out the last N training images to validate on: best.pt is then selected on them, "
         "not on the test set (0: no validation set; best.pt is selected on the test set)",
     )
-    loader: str = _f(
-        "device",
-        "'device': whole set on the device, batched augmentation; 'cpu': per-image PIL DataLoader",
-    )
-    num_workers: int = _f(2, "DataLoader worker processes (loader='cpu' only)")
-    augment: str = _f(
+    augment: Policy = _f(
         "recipe",
         "train augmentation: 'recipe' (TrivialAugmentWide, flip, crop, random erasing: RECIPE.md), "
         "'flip-crop' (flip and padded crop only) or 'none'",
     )
-    mix: str = _f("cutmix", "batch mixing: cutmix, mixup or none")
+    mix: Literal["cutmix", "mixup", "none"] = _f("cutmix", "batch mixing: cutmix, mixup or none")
     mix_alpha: float = _f(0.5, "Beta(alpha, alpha) of the mixing ratio")
     mix_prob: float = _f(1.0, "fraction of batches that are mixed")
     # optimisation
@@ -75,7 +64,9 @@ class TrainConfig:
     min_lr: float = _f(1e-5, "learning rate at the start of warmup and the end of each cosine")
     warmup_epochs: float = _f(10.0, "linear warmup at the start of each cycle, in epochs")
     cycles: int = _f(4, "warmup + cosine cycles (periodic re-warming), each epochs / cycles long")
-    schedule_unit: str = _f("epoch", "step the schedule once per 'epoch' or per optimizer 'step'")
+    schedule_unit: Literal["epoch", "step"] = _f(
+        "epoch", "step the schedule once per 'epoch' or per optimizer 'step'"
+    )
     betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
     eps: float = _f(1e-8, "AdamW epsilon")
     weight_decay: float = _f(0.1, "AdamW weight decay, on Conv2d/Linear weights only")
@@ -85,7 +76,7 @@ class TrainConfig:
     tta: bool = _f(False, "evaluate with horizontal-flip test-time augmentation")
     # hardware and run
     device: str = _f("auto", "auto (cuda if available), cpu, cuda, cuda:N or mps")
-    precision: str = _f(
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = _f(
         "fp32",
         "fp32, bf16, fp16 (CUDA) or auto (CUDA: bf16 from compute capability 8.0, else fp16; CPU: fp32)",
     )
@@ -96,8 +87,12 @@ class TrainConfig:
     checkpoint_every: int = _f(
         0, "also write last.pt every N optimizer steps, for preemptible machines (0: per epoch)"
     )
-    on_nonfinite: str = _f("stop", "on a NaN/inf loss: 'stop' the run or 'skip' the step")
-    progress: str = _f("auto", "progress bars: auto (when interactive), on or off")
+    on_nonfinite: Literal["stop", "skip"] = _f(
+        "stop", "on a NaN/inf loss: 'stop' the run or 'skip' the step"
+    )
+    progress: Literal["auto", "on", "off"] = _f(
+        "auto", "progress bars: auto (when interactive), on or off"
+    )
 
 
 PRESETS: dict[str, dict] = {
@@ -190,28 +185,24 @@ def auto_preset() -> str:
     return "reference" if torch.cuda.is_available() else "cpu-quick"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def selection_metric(val_split: int) -> str:
+    """The metric best.pt is selected on: ``val_acc`` with a validation split, else ``test_acc``."""
+    return "val_acc" if val_split else "test_acc"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on a GPU with bf16 tensor cores (compute capability 8.0+: A100,
-    H100, RTX 30xx...), ``"fp16"`` (with loss scaling) on older GPUs such as Colab's T4,
-    ``"fp32"`` elsewhere."""
-    if precision != "auto":
-        return precision
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+def choices(name: str) -> tuple | None:
+    """The values a ``Literal`` field of ``TrainConfig`` allows (None for other fields)."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
 def _type_ok(value, hint) -> bool:
+    """Whether ``value`` fits the type hint ``hint`` (unions, Literal, tuples, int vs float)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if origin is Literal:
+        return isinstance(value, str)  # which string: a range check, with the allowed values
     if hint is type(None):
         return value is None
     if hint is float:
@@ -229,92 +220,71 @@ def _type_ok(value, hint) -> bool:
 
 
 def validate(config: TrainConfig, world_size: int = 1) -> None:
-    """Raise one ValueError listing every invalid field of ``config`` and its allowed values."""
+    """Raise one ValueError listing every invalid field of ``config`` and its allowed values:
+    first the types, then each field's range (skipped for a field whose inputs are already
+    reported), then the model, the device and the data folder."""
     hints = typing.get_type_hints(TrainConfig)
     errors = [
         f"{f.name}={getattr(config, f.name)!r} has the wrong type: expected {hints[f.name]}"
         for f in dataclasses.fields(config)
         if not _type_ok(getattr(config, f.name), hints[f.name])
     ]
-    c = config
-
-    def check(name: str, ok: typing.Callable[[], bool], allowed: str, needs=()) -> None:
-        """Report ``name`` unless ``ok()``; skipped when a field in ``needs`` is already bad."""
-        if any(e.startswith(f"{n}=") for n in needs for e in errors):
-            return
-        try:
-            if not ok():
-                errors.append(f"{name}={getattr(c, name)!r} is out of range: {allowed}")
-        except TypeError:  # this field or one it depends on has the wrong type (reported above)
-            pass
-
-    check("preset", lambda: c.preset in PRESETS, f"one of {sorted(PRESETS)}")
-    for name, choices in CHOICES.items():
-        check(
-            name,
-            lambda name=name, choices=choices: getattr(c, name) in choices,
-            f"one of {list(choices)}",
-        )
-    check("epochs", lambda: c.epochs >= 1, "an integer >= 1")
-    check(
-        "train_limit",
-        lambda: c.train_limit is None or 1 <= c.train_limit <= TRAIN_SIZE,
-        f"1..{TRAIN_SIZE} or None",
-    )
-    check(
-        "test_limit",
-        lambda: c.test_limit is None or 1 <= c.test_limit <= TEST_SIZE,
-        f"1..{TEST_SIZE} or None",
-    )
-    n_images = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
-    check(
-        "val_split",
-        lambda: 0 <= c.val_split < n_images,
-        f"0..{n_images - 1} (held out of the {n_images} training images)",
-        needs=("train_limit",),
-    )
-    n_train = n_images - c.val_split if isinstance(c.val_split, int) else n_images
-    check(
-        "batch_size",
-        lambda: 1 <= c.batch_size <= n_train and c.batch_size % world_size == 0,
-        f"1..{n_train} (the training images used) and divisible by the {world_size} process(es)",
-        needs=("train_limit", "val_split"),
-    )
-    check("num_workers", lambda: c.num_workers >= 0, "an integer >= 0")
-    check("mix_alpha", lambda: 0 < c.mix_alpha < math.inf, "a finite number > 0")
-    check("mix_prob", lambda: 0 <= c.mix_prob <= 1, "[0, 1]")
-    check("lr", lambda: 0 < c.lr < math.inf, "a finite number > 0")
-    check("min_lr", lambda: 0 <= c.min_lr <= c.lr, f"[0, lr={c.lr}]", needs=("lr",))
-    check("cycles", lambda: 1 <= c.cycles <= c.epochs, f"1..epochs={c.epochs}", needs=("epochs",))
-    check(
-        "cycles",
-        lambda: c.schedule_unit != "epoch" or c.epochs % c.cycles == 0,
-        f"a divisor of epochs={c.epochs} when schedule_unit='epoch'",
-        needs=("epochs", "cycles", "schedule_unit"),
-    )
-    check(
-        "warmup_epochs",
-        lambda: 0 <= c.warmup_epochs < c.epochs / c.cycles,
-        "[0, epochs / cycles): shorter than one cycle",
-        needs=("epochs", "cycles"),
-    )
-    check("betas", lambda: all(0 <= b < 1 for b in c.betas), "two numbers in [0, 1)")
-    check("eps", lambda: 0 < c.eps < 1, "(0, 1)")
-    check("weight_decay", lambda: 0 <= c.weight_decay < math.inf, "a finite number >= 0")
-    check("label_smoothing", lambda: 0 <= c.label_smoothing < 1, "[0, 1)")
-    check("grad_clip", lambda: 0 <= c.grad_clip < math.inf, "a finite number >= 0 (0: off)")
-    check("ema", lambda: 0 <= c.ema < 1, "[0, 1) (0: off; typical 0.999-0.9999)")
-    check("seed", lambda: c.seed >= 0, "an integer >= 0")
-    check("checkpoint_every", lambda: c.checkpoint_every >= 0, "an integer >= 0 (0: per epoch)")
-    check("out", lambda: len(c.out) > 0, "a non-empty directory path")
-    if isinstance(c.model, str) and isinstance(c.model_overrides, dict):
-        _check_model(c, errors)
-    if isinstance(c.device, str) and isinstance(c.precision, str):
-        _check_device(c, errors)
-    if isinstance(c.datapath, (str, type(None))):
-        _check_datapath(c, errors)
+    for name, ok, allowed, needs in _ranges(config, world_size):
+        if any(e.startswith(f"{n}=") for n in (name, *needs) for e in errors):
+            continue
+        if not ok():
+            errors.append(f"{name}={getattr(config, name)!r} is out of range: {allowed}")
+    if not any(e.startswith(("model=", "model_overrides=")) for e in errors):
+        _check_model(config, errors)
+    if not any(e.startswith(("device=", "precision=")) for e in errors):
+        _check_device(config, errors)
+    if not any(e.startswith("datapath=") for e in errors):
+        _check_datapath(config, errors)
     if errors:
         raise ValueError("invalid training config:\n  " + "\n  ".join(errors))
+
+
+def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
+    """(field, check, allowed values, fields the check also reads) for every ranged field."""
+    n_images = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
+    n_train = n_images - c.val_split if isinstance(c.val_split, int) else n_images
+    literal = [
+        (name, lambda name=name: getattr(c, name) in choices(name), f"one of {list(choices(name))}", ())
+        for name in (f.name for f in dataclasses.fields(TrainConfig)) if choices(name)
+    ]  # fmt: skip
+    return literal + [
+        ("preset", lambda: c.preset in PRESETS, f"one of {sorted(PRESETS)}", ()),
+        ("epochs", lambda: c.epochs >= 1, "an integer >= 1", ()),
+        ("train_limit", lambda: c.train_limit is None or 1 <= c.train_limit <= TRAIN_SIZE,
+         f"1..{TRAIN_SIZE} or None", ()),
+        ("test_limit", lambda: c.test_limit is None or 1 <= c.test_limit <= TEST_SIZE,
+         f"1..{TEST_SIZE} or None", ()),
+        ("val_split", lambda: 0 <= c.val_split < n_images,
+         f"0..{n_images - 1} (held out of the {n_images} training images)", ("train_limit",)),
+        ("batch_size", lambda: 1 <= c.batch_size <= n_train and c.batch_size % world_size == 0,
+         f"1..{n_train} (the training images used) and divisible by the {world_size} "
+         "process(es)", ("train_limit", "val_split")),
+        ("mix_alpha", lambda: 0 < c.mix_alpha < math.inf, "a finite number > 0", ()),
+        ("mix_prob", lambda: 0 <= c.mix_prob <= 1, "[0, 1]", ()),
+        ("lr", lambda: 0 < c.lr < math.inf, "a finite number > 0", ()),
+        ("min_lr", lambda: 0 <= c.min_lr <= c.lr, f"[0, lr={c.lr}]", ("lr",)),
+        ("cycles", lambda: 1 <= c.cycles <= c.epochs, f"1..epochs={c.epochs}", ("epochs",)),
+        ("cycles", lambda: c.schedule_unit != "epoch" or c.epochs % c.cycles == 0,
+         f"a divisor of epochs={c.epochs} when schedule_unit='epoch'",
+         ("epochs", "schedule_unit")),
+        ("warmup_epochs", lambda: 0 <= c.warmup_epochs < c.epochs / c.cycles,
+         "[0, epochs / cycles): shorter than one cycle", ("epochs", "cycles")),
+        ("betas", lambda: all(0 <= b < 1 for b in c.betas), "two numbers in [0, 1)", ()),
+        ("eps", lambda: 0 < c.eps < 1, "(0, 1)", ()),
+        ("weight_decay", lambda: 0 <= c.weight_decay < math.inf, "a finite number >= 0", ()),
+        ("label_smoothing", lambda: 0 <= c.label_smoothing < 1, "[0, 1)", ()),
+        ("grad_clip", lambda: 0 <= c.grad_clip < math.inf, "a finite number >= 0 (0: off)", ()),
+        ("ema", lambda: 0 <= c.ema < 1, "[0, 1) (0: off; typical 0.999-0.9999)", ()),
+        ("seed", lambda: c.seed >= 0, "an integer >= 0", ()),
+        ("checkpoint_every", lambda: c.checkpoint_every >= 0, "an integer >= 0 (0: per epoch)",
+         ()),
+        ("out", lambda: len(c.out) > 0, "a non-empty directory path", ()),
+    ]  # fmt: skip
 
 
 def _check_model(c: TrainConfig, errors: list[str]) -> None:
@@ -375,20 +345,25 @@ def _check_datapath(c: TrainConfig, errors: list[str]) -> None:
         )
 
 
-# Fields a resumed run may change: they do not alter the numbers the run computes (on one device).
+# Fields a resumed run may change: they do not alter the numbers the run computes (on one device),
+# or, for epochs, extend the run (vitlib.loop.load_resumable refuses a shorter one).
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "out", "datapath", "device", "compile", "progress", "num_workers"}
-    | {"checkpoint_every"}
+    {"resume", "out", "datapath", "device", "compile", "progress", "checkpoint_every", "epochs"}
 )
+
+
+# Fields of earlier versions, ignored when their config.json or checkpoints are read: the
+# per-image PIL loader ("loader", "num_workers") moved to bench/pil_loader.py.
+RETIRED_FIELDS = frozenset({"loader", "num_workers"})
 
 
 def config_from_dict(values: dict) -> TrainConfig:
     """Rebuild a ``TrainConfig`` from ``dataclasses.asdict`` / JSON output (lists -> tuples)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown training config field(s) {unknown}; valid: {sorted(names)}")
-    values = dict(values)
     if isinstance(values.get("betas"), list):
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)

@@ -1,27 +1,28 @@
-"""CIFAR-10 as uint8 tensors, and the two loaders that feed training.
+"""CIFAR-10 as uint8 tensors, and the loader that feeds training.
 
 ``load_cifar10`` reads the official python layout (``cifar-10-batches-py/``) itself and checks
 its structure, so a rebuilt copy that is not byte-identical to the official archive is accepted.
 ``DeviceLoader`` keeps the whole uint8 set on the device and augments batches there
-(``vitlib.augment.TrainAugment``); ``make_cpu_loader`` is the per-image PIL/torchvision path
-of the reference run, for teaching and CPU runs. Both yield
-``(images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,))`` and derive all randomness
-from (seed, epoch, rank), so an epoch replays identically after a resume.
+(``vitlib.augment.TrainAugment``). It yields
+``(images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,))`` and derives all randomness
+from (seed, epoch, rank), so an epoch replays identically after a resume. (The reference run's
+per-image PIL/torchvision loader lives in ``bench/pil_loader.py``, for benchmarks.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vitlib.augment import POLICIES, TrainAugment
+from vitlib.augment import TrainAugment
 
 CLASSES: tuple[str, ...] = (
     "airplane",
@@ -163,13 +164,10 @@ def load_cifar10(
 # ---------------------------------------------------------------- shuffling and sharding
 
 
-def _mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (splitmix64 steps), so nearby (seed, epoch, rank) differ fully."""
-    state = 0x9E3779B97F4A7C15
-    for v in values:
-        state = (state ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-    return state >> 1
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from e.g. (seed, epoch, batch, rank, purpose): nearby inputs give unrelated
+    seeds, so every random draw of a run can be seeded from where it happens (stateless)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
 def shard_indices(
@@ -185,13 +183,15 @@ def shard_indices(
     """This rank's sample indices (CPU int64) for one epoch.
 
     The order is a permutation drawn from (seed, epoch) only, identical on every rank; rank r
-    takes every world_size-th entry from r. With ``drop_last`` the order is first cut to a
+    takes every world_size-th entry from r (``DistributedSampler``'s rule). Global batch b, the
+    entries b*B..(b+1)*B-1 of the order, is then split over the ranks whatever their number. With ``drop_last`` the order is first cut to a
     multiple of world_size, so shares are disjoint and equal; otherwise they are disjoint, cover
     all n, and differ in size by at most one."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be in 0..world_size-1 (world_size={world_size})")
     if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix_seed(seed, epoch)))
+        generator = torch.Generator().manual_seed(derive_seed(seed, epoch, "order"))
+        order = torch.randperm(n, generator=generator)
     else:
         order = torch.arange(n)
     if drop_last:
@@ -205,8 +205,9 @@ class DeviceLoader:
     Yields (images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,)) on ``device``. With
     ``train=True`` the order is shuffled and the RECIPE.md augmentation (``TrainAugment``) runs
     batched on the device; otherwise images are only converted to float. Shuffle and augmentation
-    are drawn from CPU generators seeded by (seed, epoch) and (seed, epoch, rank): call
-    ``set_epoch(epoch)`` before each epoch. ``rank``/``world_size`` shard the order for DDP.
+    are drawn from CPU generators seeded by (seed, epoch) and (seed, epoch, batch, rank): call
+    ``set_epoch(epoch)`` before each epoch (``set_epoch(epoch, start_batch=b)`` starts at batch b
+    with exactly the batches an iteration from 0 yields there). ``rank``/``world_size`` shard the order for DDP.
     ``augment`` names the policy (``vitlib.augment.POLICIES``: ``"recipe"``, ``"flip-crop"``,
     ``"none"``); ``"none"`` keeps the training shuffle but only converts to float.
     ``drop_last`` (default: ``train``) drops the last partial batch and the remainder that does
@@ -240,12 +241,12 @@ class DeviceLoader:
         self.train = train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
-        self.epoch = 0
+        self.epoch = self.start_batch = 0
         self.augment = TrainAugment(policy=augment)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shuffle and augmentation the next iteration replays."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch (and its first batch) that the next iteration yields."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def _indices(self) -> Tensor:
         return shard_indices(
@@ -264,184 +265,12 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._indices().to(self.device)
-        generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, self.rank, 1))
-        for b in range(len(self)):
+        for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx]
-            x = self.augment(x, generator) if self.train else x.float().div_(255)
+            if self.train:
+                seed = derive_seed(self.seed, self.epoch, b, self.rank, "augment")
+                x = self.augment(x, torch.Generator().manual_seed(seed))
+            else:
+                x = x.float().div_(255)
             yield x, self.labels[idx]
-
-
-# ---------------------------------------------------------------- the per-image PIL path
-
-
-def train_transform(policy: str = "recipe"):
-    """The reference run's per-image train transform (torchvision, PIL in, float tensor out);
-    ``policy="flip-crop"`` keeps only the flip and the crop, ``"none"`` only the conversion to
-    float (as ``TrainAugment``)."""
-    from torchvision import transforms as T
-
-    if policy not in POLICIES:
-        raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
-    if policy == "none":
-        return T.ToTensor()
-    if policy == "flip-crop":
-        return T.Compose([T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4), T.ToTensor()])
-    return T.Compose(
-        [
-            T.TrivialAugmentWide(),
-            T.RandomHorizontalFlip(),
-            T.RandomCrop(32, padding=4),
-            T.ToTensor(),
-            T.RandomErasing(p=0.1),
-        ]
-    )
-
-
-class PILDataset(torch.utils.data.Dataset):
-    """uint8 tensors served as PIL images through a torchvision transform, one image at a time.
-
-    A batch fetched by a DataLoader (``__getitems__``) is transformed under a torch RNG seeded by
-    (seed, epoch, its first index), so results do not depend on the number of workers or on
-    which worker handles the batch. Items are (float (3, 32, 32), int)."""
-
-    def __init__(self, images: Tensor, labels: Tensor, transform, seed: int = 0) -> None:
-        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, 32, 32, 3) for PIL
-        self.labels = labels.tolist()
-        self.transform = transform
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int]]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix_seed(self.seed, self.epoch, indices[0]))
-            return [self[i] for i in indices]
-
-
-class CPULoader:
-    """A torch DataLoader (with workers) over ``PILDataset``; the same interface and yield
-    contract as ``DeviceLoader`` (set_epoch, len, (float (B, 3, 32, 32), int64 (B,)) batches),
-    and the same (seed, epoch, rank) shuffle and sharding."""
-
-    def __init__(
-        self,
-        dataset: PILDataset,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        num_workers: int,
-        rank: int,
-        world_size: int,
-        drop_last: bool,
-    ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle, self.num_workers = shuffle, num_workers
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shuffle and augmentation the next iteration replays."""
-        self.dataset.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        order = shard_indices(
-            len(self.dataset),
-            shuffle=self.shuffle,
-            seed=self.dataset.seed,
-            epoch=self.dataset.epoch,
-            rank=self.rank,
-            world_size=self.world_size,
-            drop_last=self.drop_last,
-        ).tolist()
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        return [b for b in batches if len(b) == self.batch_size or not self.drop_last]
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=self._batches(), num_workers=self.num_workers
-        )
-        yield from loader
-
-
-def make_cpu_loader(
-    images: Tensor,
-    labels: Tensor,
-    batch_size: int,
-    *,
-    train: bool,
-    num_workers: int = 2,
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool | None = None,
-    augment: str = "recipe",
-) -> CPULoader:
-    """The per-image PIL/torchvision loader of the reference run (train: shuffled, with
-    ``train_transform(augment)``; test: only to float). images uint8
-    (N, 3, 32, 32), labels (N,). Deterministic per (seed, epoch) whatever ``num_workers``; call
-    ``set_epoch`` before each epoch."""
-    from torchvision import transforms as T
-
-    transform = train_transform(augment) if train else T.ToTensor()
-    return CPULoader(
-        PILDataset(images, labels, transform, seed),
-        batch_size,
-        shuffle=train,
-        num_workers=num_workers,
-        rank=rank,
-        world_size=world_size,
-        drop_last=train if drop_last is None else drop_last,
-    )
-
-
-# ---------------------------------------------------------------- display
-
-
-def sample_grid(
-    images: Tensor,
-    labels: Sequence[int] | Tensor,
-    *,
-    ncols: int = 8,
-    predictions: Sequence[int] | Tensor | None = None,
-    classes: Sequence[str] = CLASSES,
-    scale: float = 1.2,
-):
-    """A matplotlib Figure showing images with their class names (and predictions, if given:
-    green when right, red when wrong). images uint8 or float in [0, 1], (N, 3, H, W)."""
-    from matplotlib.figure import Figure
-
-    if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(
-            f"expected images (N, C, H, W) and N labels, got {tuple(images.shape)} and {len(labels)}"
-        )
-    pixels = images.detach().cpu()
-    pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float().clamp(0, 1)
-    n = len(pixels)
-    nrows = -(-n // ncols)
-    fig = Figure(figsize=(scale * ncols, scale * nrows + 0.3 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if k >= n:
-            continue
-        ax.imshow(pixels[k].permute(1, 2, 0).numpy(), interpolation="nearest")
-        title = classes[int(labels[k])]
-        if predictions is not None:
-            guess = int(predictions[k])
-            title = f"{classes[guess]}\n({title})"
-            ax.set_title(title, fontsize=7, color="green" if guess == int(labels[k]) else "red")
-        else:
-            ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -14,7 +14,9 @@ From a shell: ``python -m vitlib.evaluate runs/reference/best.pt [--datapath DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,23 @@ from .checkpoint import compare_with_model, load_checkpoint
 from .data import CLASSES, load_cifar10
 from .model import ModelConfig, RelViT
 from .pretrained import list_pretrained, load_pretrained
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, *, no_grad: bool = True) -> Iterator[nn.Module]:
+    """``with eval_mode(model):`` runs the block with every module of ``model`` in eval mode
+    (dropout off, BatchNorm on its running statistics) and, by default, under
+    ``torch.no_grad()``; on exit each module gets back its own previous ``training`` flag.
+    ``no_grad=False`` leaves autograd as it is (e.g. to count the FLOPs autograd-enabled
+    kernels run). Yields ``model``."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            yield model
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[RelViT, dict]:
@@ -40,7 +59,6 @@ def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[Rel
     return model.to(device).eval(), state
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
     images: torch.Tensor,
@@ -50,20 +68,18 @@ def predict(
 ) -> torch.Tensor:
     """Logits float32 (N, classes) for uint8 images (N, 3, 32, 32) (any device; batches are moved
     to the model's device). ``tta`` averages the logits of the image and its mirror image."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     outputs = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device).float().div_(255)
-        with torch.autocast(
-            device.type, autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
-        ):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(-1)).float()) / 2
-        outputs.append(logits)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device).float().div_(255)
+            with torch.autocast(
+                device.type, autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
+            ):
+                logits = model(x).float()
+                if tta:
+                    logits = (logits + model(x.flip(-1)).float()) / 2
+            outputs.append(logits)
     return torch.cat(outputs)
 
 
@@ -107,9 +123,8 @@ def evaluate_model(
     }
 
 
-@torch.no_grad()
 def attention_maps(model: RelViT, image: torch.Tensor) -> torch.Tensor:
-    """Attention probabilities of every block for one uint8 image (3, H, W):
+    """Attention probabilities of every block for one uint8 image (3, H, W), in eval mode:
     float32 (blocks, heads, N_q, N_k) on the CPU; each row sums to 1."""
     inputs = []
     hooks = [
@@ -117,13 +132,15 @@ def attention_maps(model: RelViT, image: torch.Tensor) -> torch.Tensor:
         for block in model.blocks
     ]
     device = next(model.parameters()).device
-    model.eval()
-    try:
-        model(image[None].to(device).float().div(255))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    maps = [block.attn.attention_map(x)[0] for block, x in zip(model.blocks, inputs, strict=True)]
+    with eval_mode(model):
+        try:
+            model(image[None].to(device).float().div(255))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        maps = [
+            block.attn.attention_map(x)[0] for block, x in zip(model.blocks, inputs, strict=True)
+        ]
     return torch.stack(maps).float().cpu()
 
 
@@ -145,7 +162,8 @@ def format_report(result: dict, classes: tuple[str, ...] = CLASSES) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m vitlib.evaluate``."""
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.evaluate",
         description="Evaluate a vitlib checkpoint or shipped model on the CIFAR-10 test set.",
@@ -182,22 +200,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="evaluate on the first N test images only"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _model_and_source(args: argparse.Namespace) -> tuple[RelViT, str]:
+    """The model the command line names (a shipped one or a checkpoint's) and a line saying
+    what it is."""
+    if args.pretrained:
+        model = load_pretrained(args.pretrained, args.device)
+        info = model.pretrained_info
+        recorded = info["test_acc_tta" if args.tta else "test_acc"]
+        return model, (
+            f"pretrained {args.pretrained!r}: {info['model']}, {info['epochs']} epochs, "
+            f"recorded {100 * recorded:.2f}%"
+        )
+    model, state = load_model(args.checkpoint, args.device)
+    return model, (
+        f"{args.checkpoint}: {state.get('model_name', '?')}, epoch "
+        f"{state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.pretrained:
-            model = load_pretrained(args.pretrained, args.device)
-            info = model.pretrained_info
-            recorded = info["test_acc_tta" if args.tta else "test_acc"]
-            source = (
-                f"pretrained {args.pretrained!r}: {info['model']}, {info['epochs']} epochs, "
-                f"recorded {100 * recorded:.2f}%"
-            )
-        else:
-            model, state = load_model(args.checkpoint, args.device)
-            source = (
-                f"{args.checkpoint}: {state.get('model_name', '?')}, epoch "
-                f"{state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
-            )
+        model, source = _model_and_source(args)
         images, labels = load_cifar10(args.datapath, "test", limit=args.limit)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """RelViT: the Vision Transformer of the reference run, with a config and a preset registry.
 
     image (B, 3, 32, 32), values in [0, 1]
-      -> ConvStem: 3x3 conv, GELU, 2x2 stride-2 conv          (B, 256, 16, 16)
+      -> PatchStem: 3x3 conv, GELU, 2x2 stride-2 conv         (B, 256, 16, 16)
       -> + learned absolute position embedding                (B, 256, 16, 16)
       -> tokens                                               (B, 256 tokens, 256 channels)
       -> 8 x Block:  x = x + gamma_attn * Attention(LayerNorm(x))   (pre-LN)
@@ -25,10 +25,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention import ATTENTION_FORMS, PROJECTIONS, SelfAttention2d
-from .patching import ConvStem, StridedConvStem, check_patch_size, check_power_of_two
+from .attention import SelfAttention2d, check_attention
+from .patching import PatchStem, StridedConvStem, check_patch_size, check_power_of_two
 
-STEMS = {"patch": ConvStem, "conv": StridedConvStem}
+STEMS = {"patch": PatchStem, "conv": StridedConvStem}
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ModelConfig:
     image_size: int = 32
     patch_size: int = 2
     in_channels: int = 3
-    stem: str = "patch"  # "patch" (the seed's ConvStem) or "conv" (StridedConvStem)
+    stem: str = "patch"  # "patch" (PatchStem, the seed's) or "conv" (StridedConvStem)
     stem_channels: int = 32
     dim: int = 256  # token width (channels of the feature map)
     depth: int = 8  # number of blocks
@@ -63,21 +63,11 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.dim % self.head_channels != 0:
-            raise ValueError(
-                f"channels (dim={self.dim}) are not divisible by head_channels={self.head_channels}: "
-                f"choose head_channels that divides {self.dim}"
-            )
+        check_attention(self.dim, self.head_channels, self.attention, self.projection)
         for name in ("dropout", "head_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if self.attention not in ATTENTION_FORMS:
-            raise ValueError(
-                f"unknown attention {self.attention!r}: choose one of {ATTENTION_FORMS}"
-            )
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"unknown projection {self.projection!r}: choose one of {PROJECTIONS}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}: choose one of {list(STEMS)}")
         if self.stem == "conv":
@@ -204,11 +194,9 @@ class RelViT(nn.Module):
 
     def set_attention(self, form: str) -> RelViT:
         """Switch every attention layer to ``"fast"`` or ``"reference"`` in place (weights unchanged)."""
-        if form not in ATTENTION_FORMS:
-            raise ValueError(f"unknown attention {form!r}: choose one of {ATTENTION_FORMS}")
+        self.config = dataclasses.replace(self.config, attention=form)  # checks the form
         for block in self.blocks:
             block.attn.form = form
-        self.config = dataclasses.replace(self.config, attention=form)
         return self
 
 

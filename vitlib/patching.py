@@ -4,8 +4,8 @@ A ``(B, C, H, W)`` image cut into ``p x p`` patches is a grid of ``(H/p) x (W/p)
 read row by row it is a sequence of ``N = HW/p^2`` tokens, each holding ``p*p*C`` numbers.
 On CIFAR-10 with ``p = 2`` that is ``16 x 16 = 256`` tokens of ``2*2*3 = 12`` values.
 
-The model does not embed raw patches with a linear layer; its stem
-(:class:`ConvStem`) first mixes each pixel with its 3x3 neighbourhood and then embeds every
+The model does not embed raw patches with a linear layer; its patch stem
+(:class:`PatchStem`) first mixes each pixel with its 3x3 neighbourhood and then embeds every
 ``p x p`` patch with a convolution whose kernel and stride are both ``p``. Such a strided
 convolution *is* a linear layer applied to each patch (``tests/test_patching.py`` proves it).
 
@@ -73,8 +73,9 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) ->
     )
 
 
-class ConvStem(nn.Module):
-    """The patch-embedding stem of the reference model.
+class PatchStem(nn.Module):
+    """The patch stem of the reference model (``ModelConfig(stem="patch")``): it embeds
+    non-overlapping ``p x p`` patches.
 
     ``(B, 3, H, W)`` -> 3x3 conv to ``stem_channels`` -> GELU -> ``p x p`` conv with stride
     ``p`` to ``dim`` -> ``(B, dim, H/p, W/p)``.

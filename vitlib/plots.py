@@ -1,12 +1,23 @@
-"""Training curves (loss, accuracy, learning rate per epoch) with the reference run overlaid.
+"""Every plot of vitlib: images and patches, attention, relative positions, training curves
+and results, and the command that regenerates the README's figures. The only module that
+imports matplotlib.
 
     fig = plot_training("runs/reference")        # a matplotlib Figure; fig.savefig("curves.png")
     python -m vitlib.plots runs/reference --output curves.png
+    python -m vitlib.plots --readme-figures Images --datapath DIR
 
-The reference is the recorded 96.80% run (``vitlib/reference/seed_run_log.csv``, see the README
-there). Its train loss is a running average over the epoch, ours the epoch mean; both test
-losses include label smoothing 0.1. Its learning rate column was set after each epoch and used
-in the next one, so it is drawn one epoch later.
+Every function returns a matplotlib ``Figure`` built without ``pyplot`` (so it works in any
+backend and displays as a PNG in a notebook), except :func:`plot_index`, which draws on a given
+``ax`` or a new pyplot figure. Images are drawn through :func:`to_imshow`.
+
+The training curves overlay the reference run, the recorded 96.80% run
+(``vitlib/reference/seed_run_log.csv``, see the README there). Its train loss is a running
+average over the epoch, ours the epoch mean; both test losses include label smoothing 0.1. Its
+learning rate column was set after each epoch and used in the next one, so it is drawn one
+epoch later.
+
+``--readme-figures`` writes ``patch_grid.png``, ``relative_index.png``, ``attention_bias.png``
+and ``vit.gif`` from one CIFAR-10 test image (found through ``--datapath`` or ``$VITLIB_DATA``).
 """
 
 from __future__ import annotations
@@ -14,11 +25,353 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import torch
+from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .data import CLASSES, load_cifar10
+from .patching import patchify
+from .relpos import offset_table, relative_position_index
+
+# The CIFAR-10 test image the README figures show (a dog).
+SAMPLE_INDEX = 16
+
+
+# ---------------------------------------------------------------- images and patches
+
+
+def to_imshow(images: torch.Tensor) -> np.ndarray:
+    """Images as ``imshow`` draws them: uint8 (0..255) or float (in ``[0, 1]``, clamped),
+    ``(3, H, W)`` or ``(N, 3, H, W)``, on any device -> a float32 array ``(H, W, 3)`` or
+    ``(N, H, W, 3)`` in ``[0, 1]``, channels last."""
+    if images.ndim not in (3, 4):
+        raise ValueError(f"expected images (3, H, W) or (N, 3, H, W), got {tuple(images.shape)}")
+    pixels = images.detach().cpu()
+    pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float().clamp(0, 1)
+    return pixels.movedim(-3, -1).numpy()
+
+
+def sample_grid(
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    *,
+    ncols: int = 8,
+    predictions: Sequence[int] | torch.Tensor | None = None,
+    classes: Sequence[str] = CLASSES,
+    scale: float = 1.2,
+) -> Figure:
+    """Images with their class names (and predictions, if given: green when right, red when
+    wrong). images uint8 or float in [0, 1], (N, 3, H, W)."""
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(
+            f"expected images (N, C, H, W) and N labels, got {tuple(images.shape)} and {len(labels)}"
+        )
+    pixels = to_imshow(images)
+    n = len(pixels)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(scale * ncols, scale * nrows + 0.3 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k >= n:
+            continue
+        ax.imshow(pixels[k], interpolation="nearest")
+        title = classes[int(labels[k])]
+        if predictions is not None:
+            guess = int(predictions[k])
+            title = f"{classes[guess]}\n({title})"
+            ax.set_title(title, fontsize=7, color="green" if guess == int(labels[k]) else "red")
+        else:
+            ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def exploded(image: torch.Tensor, patch_size: int, gap: float = 1.0) -> np.ndarray:
+    """The image with its ``p x p`` patches pulled apart by ``gap`` patch-widths of white.
+
+    Returns an ``(H', W', 3)`` array; each pixel is drawn as a block of ``scale`` pixels so that
+    fractional gaps animate smoothly.
+    """
+    pixels = to_imshow(image)
+    height, width, _ = pixels.shape
+    rows, cols = height // patch_size, width // patch_size
+    scale = 4
+    step = round((patch_size + gap * patch_size) * scale)
+    size = patch_size * scale
+    canvas = np.ones((rows * step - (step - size), cols * step - (step - size), 3))
+    block = np.kron(pixels, np.ones((scale, scale, 1)))
+    for r in range(rows):
+        for c in range(cols):
+            canvas[r * step : r * step + size, c * step : c * step + size] = block[
+                r * size : (r + 1) * size, c * size : (c + 1) * size
+            ]
+    return canvas
+
+
+def draw_grid(ax, height: int, width: int, patch_size: int, color: str = "white") -> None:
+    """Lines between the ``p x p`` patches of an ``H x W`` image drawn with ``imshow``."""
+    for k in range(0, height + 1, patch_size):
+        ax.axhline(k - 0.5, color=color, linewidth=0.6)
+    for k in range(0, width + 1, patch_size):
+        ax.axvline(k - 0.5, color=color, linewidth=0.6)
+
+
+def mark_patch(ax, token: int, grid: tuple[int, int], patch_size: int, color: str = "red") -> None:
+    """Outline token ``token`` (row-major on ``grid``) on an image drawn with ``imshow``."""
+    y, x = divmod(token, grid[1])
+    ax.add_patch(
+        Rectangle(
+            (x * patch_size - 0.5, y * patch_size - 0.5),
+            patch_size,
+            patch_size,
+            fill=False,
+            edgecolor=color,
+            linewidth=2,
+        )
+    )
+
+
+def patch_grid_figure(image: torch.Tensor, patch_size: int = 2, title: str = "") -> Figure:
+    """The image, the image with its patch grid, and the patches pulled apart."""
+    height, width = image.shape[-2:]
+    fig = Figure(figsize=(9, 3.3))
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(to_imshow(image), interpolation="nearest")
+    axes[0].set_title(title or f"{height}x{width} image")
+    axes[1].imshow(to_imshow(image), interpolation="nearest")
+    draw_grid(axes[1], height, width, patch_size)
+    axes[1].set_title(f"{patch_size}x{patch_size} patches")
+    axes[2].imshow(exploded(image, patch_size), interpolation="nearest")
+    grid = (height // patch_size, width // patch_size)
+    axes[2].set_title(f"{grid[0]}x{grid[1]} = {grid[0] * grid[1]} tokens")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def token_strip_figure(patches: torch.Tensor, patch_size: int, count: int = 32) -> Figure:
+    """The first ``count`` tokens of ``patches`` ``(N, p*p*3)`` (from ``patchify``), in order."""
+    fig = Figure(figsize=(count * 0.3, 0.9))
+    axes = fig.subplots(1, count)
+    # each token holds (row, column, channel) values: back to (3, p, p) images
+    tokens = patches[:count].reshape(-1, patch_size, patch_size, 3).permute(0, 3, 1, 2)
+    for k, (ax, tile) in enumerate(zip(axes, to_imshow(tokens), strict=True)):
+        ax.imshow(tile, interpolation="nearest")
+        ax.set_title(str(k), fontsize=6)
+        ax.set_axis_off()
+    return fig
+
+
+def attention_figure(
+    image: torch.Tensor, weights: torch.Tensor, query: int, patch_size: int, title: str = ""
+) -> Figure:
+    """Attention weights ``(N,)`` of one query over the keys, drawn on the image's grid."""
+    height, width = image.shape[-2:]
+    grid = (height // patch_size, width // patch_size)
+    fig = Figure(figsize=(6.5, 3.3))
+    axes = fig.subplots(1, 2)
+    axes[0].imshow(to_imshow(image), interpolation="nearest")
+    mark_patch(axes[0], query, grid, patch_size)
+    axes[0].set_title(f"query token {query}")
+    shown = axes[1].imshow(weights.detach().reshape(grid).numpy(), cmap="magma")
+    mark_patch(axes[1], query, grid, 1, color="cyan")
+    axes[1].set_title(title or "attention weights over the keys")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def masks_figure(masks: dict[str, torch.Tensor], title: str = "") -> Figure:
+    """One boolean ``(H, W)`` map per name, side by side (e.g. receptive fields)."""
+    fig = Figure(figsize=(3.2 * len(masks), 3.3))
+    axes = np.atleast_1d(fig.subplots(1, len(masks)))
+    for ax, (name, mask) in zip(axes, masks.items()):
+        ax.imshow(mask.float().numpy(), cmap="Greys", vmin=0, vmax=1)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- relative positions
+
+
+def plot_index(height: int, width: int, ax=None):
+    """Draw the ``(N, N)`` index matrix of an ``H x W`` grid (rows: queries, columns: keys) on
+    ``ax`` (default: a new pyplot figure, so that a notebook shows it). Returns the axes."""
+    index = relative_position_index(height, width)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(5, 5))
+    image = ax.imshow(index.numpy(), cmap="viridis")
+    ax.set_title(f"relative position index, {height}x{width} grid")
+    ax.set_xlabel("key token")
+    ax.set_ylabel("query token")
+    if index.shape[0] <= 16:
+        for q in range(index.shape[0]):
+            for k in range(index.shape[1]):
+                ax.text(k, q, int(index[q, k]), ha="center", va="center", fontsize=7, color="w")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    return ax
+
+
+def query_bias(table: torch.Tensor, query: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """The ``(H, W)`` bias one query at ``(y, x)`` adds to every key: a window of the offset table.
+
+    table: ``(2H-1, 2W-1)`` (see :func:`vitlib.relpos.offset_table`); key ``(y_k, x_k)`` reads
+    ``table[y_k - y + H - 1, x_k - x + W - 1]``.
+    """
+    (y, x), (height, width) = query, grid
+    return table[height - 1 - y : 2 * height - 1 - y, width - 1 - x : 2 * width - 1 - x]
+
+
+def attention_bias_figure(
+    image: torch.Tensor, table: torch.Tensor, query: tuple[int, int], patch_size: int = 2
+) -> Figure:
+    """A query patch, its window in the offset table, and the bias it adds to every key."""
+    height, width = image.shape[-2:]
+    grid = (height // patch_size, width // patch_size)
+    y, x = query
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(to_imshow(image), interpolation="nearest")
+    draw_grid(axes[0], height, width, patch_size, color=(1, 1, 1, 0.3))
+    mark_patch(axes[0], y * grid[1] + x, grid, patch_size)
+    axes[0].set_title(f"query patch at row {y}, column {x}")
+    limit = float(table.abs().max())
+    axes[1].imshow(table.detach().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axes[1].add_patch(
+        Rectangle(
+            (grid[1] - 1 - x - 0.5, grid[0] - 1 - y - 0.5),
+            grid[1],
+            grid[0],
+            fill=False,
+            edgecolor="black",
+            linewidth=2,
+        )
+    )
+    axes[1].plot([grid[1] - 1], [grid[0] - 1], "k+", markersize=10)
+    axes[1].set_title(f"offset table {2 * grid[0] - 1}x{2 * grid[1] - 1} (+: zero offset)")
+    bias = query_bias(table, query, grid)
+    shown = axes[2].imshow(bias.detach().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    mark_patch(axes[2], y * grid[1] + x, grid, 1, color="red")
+    axes[2].set_title("bias added to each key's score")
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def offset_tables_figure(tables: torch.Tensor, grid: tuple[int, int], title: str = "") -> Figure:
+    """Relative position tables ``(blocks, heads, (2H-1)(2W-1))`` as offset images, one per head.
+
+    All panels share one colour scale centred on 0: red is a bonus added to the attention score
+    of keys at that offset, blue a penalty."""
+    blocks, heads = tables.shape[:2]
+    tables = tables.detach().cpu()
+    limit = tables.abs().max().item() or 1.0
+    fig = Figure(figsize=(1.4 * heads + 0.8, 1.5 * blocks))
+    axes = fig.subplots(blocks, heads, squeeze=False)
+    for b in range(blocks):
+        for h in range(heads):
+            ax = axes[b, h]
+            image = ax.imshow(
+                offset_table(tables[b, h], *grid).numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if b == 0:
+                ax.set_title(f"head {h}", fontsize=8)
+            if h == 0:
+                ax.set_ylabel(f"block {b}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.6, label="bias added to the score")
+    return fig
+
+
+def toy_attention(image: torch.Tensor, patch_size: int, query: int) -> torch.Tensor:
+    """Illustrative attention ``(N,)`` of one query: ``softmax(q.k / sqrt(d) + bias)``.
+
+    Queries and keys are the raw patches (centred); the bias is a hand-set relative one that
+    favours nearby keys (``-distance / 2``). A picture of the mechanism, not a trained model.
+    """
+    pixels = image.float()[None] / (255 if image.dtype == torch.uint8 else 1)
+    tokens = patchify(pixels, patch_size)[0]  # (N, p*p*3)
+    tokens = tokens - tokens.mean(0)
+    side = image.shape[-1] // patch_size
+    yx = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1)
+    yx = yx.reshape(-1, 2).float()
+    bias = -(yx - yx[query]).norm(dim=-1) / 2
+    scores = tokens @ tokens[query] * 8 / math.sqrt(tokens.shape[1]) + bias
+    return scores.softmax(-1)
+
+
+def vit_animation(image: torch.Tensor, path: str | Path, patch_size: int = 2, fps: int = 8) -> Path:
+    """Animated GIF: the image is cut into patches, they part into tokens, then one query
+    token attends to the others (:func:`toy_attention`)."""
+    height, width = image.shape[-2:]
+    grid = (height // patch_size, width // patch_size)
+    queries = [grid[1] * r + c for r, c in [(4, 4), (6, 10), (11, 7), (12, 12)]]
+    steps = [("image", 0.0)] * 4 + [("grid", 0.0)] * 4
+    steps += [("part", g) for g in np.linspace(0.0, 1.0, 10)] + [("part", 1.0)] * 4
+    steps += [("attend", q) for q in queries for _ in range(6)]
+
+    fig = Figure(figsize=(3.2, 3.5), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.86])
+
+    def draw(frame: int):
+        kind, value = steps[frame]
+        ax.clear()
+        ax.set_axis_off()
+        if kind == "part":
+            ax.imshow(exploded(image, patch_size, gap=value), interpolation="nearest")
+            ax.set_title(
+                f"{grid[0] * grid[1]} tokens of {patch_size}x{patch_size} pixels", fontsize=9
+            )
+            return []
+        ax.imshow(to_imshow(image), interpolation="nearest")
+        if kind == "image":
+            ax.set_title(f"a {height}x{width} image", fontsize=9)
+        elif kind == "grid":
+            draw_grid(ax, height, width, patch_size)
+            ax.set_title(f"cut into {patch_size}x{patch_size} patches", fontsize=9)
+        else:
+            weights = toy_attention(image, patch_size, int(value)).reshape(grid)
+            weights = weights / weights.max()
+            overlay = np.kron(weights.numpy(), np.ones((patch_size, patch_size)))
+            ax.imshow(overlay, cmap="magma", alpha=0.75, vmin=0, vmax=1)
+            mark_patch(ax, int(value), grid, patch_size, color="cyan")
+            ax.set_title("one query attends to all tokens", fontsize=9)
+        return []
+
+    path = Path(path)
+    FuncAnimation(fig, draw, frames=len(steps), blit=False).save(path, writer=PillowWriter(fps=fps))
+    return path
+
+
+# ---------------------------------------------------------------- training curves and results
 
 
 def load_reference_log() -> dict[str, list[float]]:
@@ -128,11 +481,11 @@ def plot_confusion(confusion, classes: tuple[str, ...]) -> Figure:
 
 def plot_attention(image, maps, query: int, grid: tuple[int, int]) -> Figure:
     """What one query token attends to, for every block (rows) and head (columns), drawn over
-    the image. image uint8 (3, H, W); maps (blocks, heads, N, N) from
+    the image. image uint8 or float (3, H, W); maps (blocks, heads, N, N) from
     ``vitlib.evaluate.attention_maps``; ``query`` a token index (row-major on ``grid``)."""
     blocks, heads = maps.shape[:2]
     height, width = image.shape[-2:]
-    pixels = image.permute(1, 2, 0).float().div(255).numpy()
+    pixels = to_imshow(image)
     y, x = divmod(query, grid[1])
     cell = (height // grid[0], width // grid[1])
     fig = Figure(figsize=(1.3 * (heads + 1), 1.35 * blocks), layout="constrained")
@@ -157,9 +510,7 @@ def plot_attention(image, maps, query: int, grid: tuple[int, int]) -> Figure:
     return fig
 
 
-def _query_box(x: int, y: int, cell: tuple[int, int]):
-    from matplotlib.patches import Rectangle
-
+def _query_box(x: int, y: int, cell: tuple[int, int]) -> Rectangle:
     return Rectangle((x * cell[1] - 0.5, y * cell[0] - 0.5), cell[1], cell[0],
                      fill=False, edgecolor="cyan", linewidth=1.2)  # fmt: skip
 
@@ -210,19 +561,71 @@ class LiveCurves:
         self._redraw()
 
 
+# ---------------------------------------------------------------- the README's figures
+
+
+def readme_figures(out: str | Path = "Images", datapath: str | None = None) -> list[Path]:
+    """Write every figure of the README into ``out`` (``patch_grid.png``,
+    ``relative_index.png``, ``attention_bias.png``, ``vit.gif``) from CIFAR-10 test image
+    ``SAMPLE_INDEX`` (``datapath``: the folder holding cifar-10-batches-py/, default
+    ``$VITLIB_DATA``). Returns the files' paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels = load_cifar10(datapath, split="test", limit=SAMPLE_INDEX + 1)
+    image, label = images[SAMPLE_INDEX], CLASSES[int(labels[SAMPLE_INDEX])]
+    torch.manual_seed(0)
+
+    patch_grid_figure(image, 2, title=f"CIFAR-10 test image ({label})").savefig(
+        out / "patch_grid.png", dpi=100
+    )
+
+    fig = Figure(figsize=(6, 5.2))
+    plot_index(4, 4, ax=fig.add_subplot())
+    fig.tight_layout()
+    fig.savefig(out / "relative_index.png", dpi=100)
+
+    # An illustrative table: a smooth bump around the zero offset plus a little noise.
+    dy, dx = torch.meshgrid(torch.arange(-15, 16), torch.arange(-15, 16), indexing="ij")
+    table = torch.exp(-(dy**2 + dx**2).float() / 20) + 0.05 * torch.randn(31, 31)
+    attention_bias_figure(image, table, query=(5, 9)).savefig(out / "attention_bias.png", dpi=100)
+
+    vit_animation(image, out / "vit.gif")
+    return [
+        out / name
+        for name in ("patch_grid.png", "relative_index.png", "attention_bias.png", "vit.gif")
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.plots",
-        description="Plot a run's training curves.",
+        description="Plot a run's training curves, or regenerate the README's figures.",
         allow_abbrev=False,
     )
-    parser.add_argument("run_dir", help="a run directory holding metrics.csv")
+    parser.add_argument("run_dir", nargs="?", help="a run directory holding metrics.csv")
     parser.add_argument("--output", default=None, help="image file (default: RUN_DIR/curves.png)")
     parser.add_argument(
         "--no-reference", action="store_true", help="do not overlay the reference run"
     )
+    parser.add_argument(
+        "--readme-figures",
+        metavar="DIR",
+        default=None,
+        help="instead of curves, write every README figure into DIR (the README's: Images)",
+    )
+    parser.add_argument(
+        "--datapath",
+        default=None,
+        help="with --readme-figures: folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)",
+    )
     args = parser.parse_args(argv)
+    if (args.run_dir is None) == (args.readme_figures is None):
+        parser.error("give either a run directory or --readme-figures DIR")
     try:
+        if args.readme_figures is not None:
+            for path in readme_figures(args.readme_figures, args.datapath):
+                print(f"{path}  {path.stat().st_size / 1024:.0f} KiB")
+            return 0
         fig = plot_training(args.run_dir, reference=not args.no_reference)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

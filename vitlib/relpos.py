@@ -66,22 +66,3 @@ def offset_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
     Row ``dy + H - 1``, column ``dx + W - 1``: the centre is the zero offset.
     """
     return table.reshape(2 * height - 1, 2 * width - 1)
-
-
-def plot_index(height: int, width: int, ax=None):
-    """Draw the ``(N, N)`` index matrix of an ``H x W`` grid (rows: queries, columns: keys)."""
-    import matplotlib.pyplot as plt
-
-    index = relative_position_index(height, width)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5))
-    image = ax.imshow(index.numpy(), cmap="viridis")
-    ax.set_title(f"relative position index, {height}x{width} grid")
-    ax.set_xlabel("key token")
-    ax.set_ylabel("query token")
-    if index.shape[0] <= 16:
-        for q in range(index.shape[0]):
-            for k in range(index.shape[1]):
-                ax.text(k, q, int(index[q, k]), ha="center", va="center", fontsize=7, color="w")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046)
-    return ax

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .evaluate import eval_mode
+
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (every one, or only those with ``requires_grad``)."""
@@ -23,11 +25,8 @@ def flops_per_image(model: nn.Module, image_size: int = 32, in_channels: int = 3
     """
     device = next(model.parameters()).device
     image = torch.zeros(1, in_channels, image_size, image_size, device=device)
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
+    with eval_mode(model, no_grad=False), FlopCounterMode(display=False) as counter:
         model(image)
-    model.train(was_training)
     return counter.get_total_flops()
 
 
@@ -43,13 +42,10 @@ def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str
         for name, child in _parts(model)
     ]
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model):
             model(torch.zeros(1, in_channels, image_size, image_size, device=device))
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
     own = sum(p.numel() for p in model.parameters(recurse=False))

@@ -1,5 +1,7 @@
 """Checkpoint files that are truncated, corrupted, foreign, malicious or from another model are
-refused with the file and the problem named; failed writes leave the last good file intact."""
+refused with the file and the problem named; failed writes leave the last good file intact.
+Both formats are covered: plain torch archives with a .sha256 beside them, and the earlier
+envelope (MAGIC line, JSON header, payload), which still loads."""
 
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ import torch
 
 import vitlib
 import vitlib.checkpoint as ckpt
-from vitlib.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from vitlib.checkpoint import (
+    CheckpointError,
+    checksum_path,
+    compare_with_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vitlib.train import main
 
 from .conftest import tiny_argv
@@ -48,31 +56,54 @@ def with_valid_header(payload: bytes) -> bytes:
     return ckpt.MAGIC + json.dumps(header).encode() + b"\n" + payload
 
 
+def with_checksum(path, data: bytes):
+    """Write ``data`` to ``path`` with a matching ``path.sha256`` beside it."""
+    path.write_bytes(data)
+    checksum_path(path).write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    return path
+
+
 def test_crafted_pickle_never_runs(tmp_path):
     marker = tmp_path / "PWNED"
     buffer = io.BytesIO()
     torch.save({"model": Exploit(marker)}, buffer)
+    with_checksum(tmp_path / "checksummed_zip.pt", buffer.getvalue())  # passes integrity checks
     files = {
-        "checksummed.pt": with_valid_header(buffer.getvalue()),  # passes every integrity check
+        "checksummed.pt": with_valid_header(buffer.getvalue()),  # envelope: passes them too
         "torch_save.pt": buffer.getvalue(),
         "plain_pickle.pt": pickle.dumps({"model": Exploit(marker)}),
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
+    for name in [*files, "checksummed_zip.pt"]:
         with pytest.raises(CheckpointError, match=name):
             load_checkpoint(tmp_path / name)
-    with pytest.raises(CheckpointError, match=r"weights_only=True\) refused"):
-        load_checkpoint(tmp_path / "checksummed.pt")
+    for name in ("checksummed.pt", "checksummed_zip.pt"):
+        with pytest.raises(CheckpointError, match=r"weights_only=True\) refused"):
+            load_checkpoint(tmp_path / name)
     assert not marker.exists()
 
 
-def test_every_truncation_and_corruption_is_refused(tmp_path):
-    """Cuts at 40 random lengths (inside the magic, the header and the payload) and 40 random
-    flipped bytes: every one is refused and names the file; the good copy still loads."""
-    good = save_checkpoint(tmp_path / "last.pt", small_state())
+def write_in_format(tmp_path, kind: str):
+    """A good checkpoint of ``small_state()`` as a plain archive or as an envelope file."""
+    if kind == "plain":
+        return save_checkpoint(tmp_path / "last.pt", small_state())
+    buffer = io.BytesIO()
+    torch.save(small_state(), buffer)
+    (tmp_path / "last.pt").write_bytes(with_valid_header(buffer.getvalue()))
+    return tmp_path / "last.pt"
+
+
+@pytest.mark.parametrize("kind", ["plain", "envelope"])
+def test_every_truncation_and_corruption_is_refused(tmp_path, kind):
+    """Cuts at 40 random lengths and 40 random flipped bytes: every one is refused and names the
+    file (the checksum beside it is intact); the good copy still loads."""
+    good = write_in_format(tmp_path, kind)
     data = good.read_bytes()
     chance = random.Random(0)
     bad = tmp_path / "bad.pt"
+    if kind == "plain":
+        checksum_path(bad).write_text(checksum_path(good).read_text().replace("last", "bad"))
     cuts = [0, 5, len(ckpt.MAGIC) + 3] + chance.sample(range(1, len(data)), 37)
     for cut in cuts:
         bad.write_bytes(data[:cut])
@@ -85,9 +116,45 @@ def test_every_truncation_and_corruption_is_refused(tmp_path):
         with pytest.raises(CheckpointError, match=r"bad\.pt (is|has)"):
             load_checkpoint(bad)
     bad.write_bytes(data + b"extra")
-    with pytest.raises(CheckpointError, match=r"bad\.pt is truncated or padded"):
+    with pytest.raises(
+        CheckpointError, match=r"bad\.pt is (truncated or padded|corrupted.*padded)"
+    ):
         load_checkpoint(bad)
     assert torch.equal(load_checkpoint(good)["model"]["w"], small_state()["model"]["w"])
+
+
+def test_a_checkpoint_is_a_plain_torch_archive_with_a_sha256sum_file(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", small_state(2.0))
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.full((64, 64), 2.0))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert checksum_path(path).read_text() == f"{digest}  last.pt\n"  # `sha256sum -c` reads it
+    checksum_path(path).unlink()
+    with pytest.raises(CheckpointError, match=r"last\.pt .* without its checksum .*sha256sum last"):
+        load_checkpoint(path)
+
+
+def test_a_crash_while_replacing_a_checkpoint_leaves_one_that_verifies(tmp_path, monkeypatch):
+    """save_checkpoint writes the checksum file (old and new sha256), the checkpoint, then the
+    checksum file (new only): a crash after any of these writes leaves a loadable last.pt."""
+    path = save_checkpoint(tmp_path / "last.pt", small_state(1.0))
+    real_write = ckpt.write_atomic
+    for crash_after in (1, 2):
+        writes = []
+
+        def crashing_write(target, *chunks, writes=writes, crash_after=crash_after):
+            real_write(target, *chunks)
+            writes.append(target)
+            if len(writes) == crash_after:
+                raise OSError(errno.EIO, "simulated crash")
+
+        monkeypatch.setattr(ckpt, "write_atomic", crashing_write)
+        with pytest.raises(OSError, match="could not write checkpoint"):
+            save_checkpoint(path, small_state(1.0 + crash_after))
+        monkeypatch.undo()
+        expected = 1.0 if crash_after == 1 else 3.0  # the old file, then the new one
+        assert load_checkpoint(path)["model"]["w"][0, 0] == expected
+        assert len(checksum_path(path).read_text().splitlines()) == 2  # both sha256 accepted
+        save_checkpoint(path, small_state(expected))  # back to a settled state
 
 
 @pytest.mark.parametrize(
@@ -121,10 +188,7 @@ def test_incompatible_checkpoint_lists_every_mismatch(tmp_path):
     )
     reference = vitlib.create_model("vit_cifar10_patch2_input32", depth=1)
     before = {k: v.clone() for k, v in reference.state_dict().items()}
-    with pytest.raises(CheckpointError) as info:
-        load_weights(path, reference)
-    message = str(info.value)
-    assert "small.pt does not fit this model" in message
+    message = "\n".join(compare_with_model(load_checkpoint(path), reference))
     for line in (
         "config dim: checkpoint 32, model 256",
         "config patch_size: checkpoint 4, model 2",
@@ -134,8 +198,7 @@ def test_incompatible_checkpoint_lists_every_mismatch(tmp_path):
         assert line in message
     assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())
     same = vitlib.create_model("vit_cifar10_small", **SMALL, attention="reference")
-    load_weights(path, same)  # the attention form does not change the weights
-    assert torch.equal(same.head.weight, small.head.weight)
+    assert compare_with_model(load_checkpoint(path), same) == []  # the form keeps the weights
 
 
 class FullDisk:
@@ -178,7 +241,8 @@ def test_disk_full_mid_write_stops_the_run_and_keeps_the_last_checkpoint(
     tmp_path, cifar_root, monkeypatch, capsys
 ):
     run = tmp_path / "run"
-    fill_disk_after(monkeypatch, saves=3)  # config.json, then epoch 1: last.pt and best.pt
+    # config.json, then epoch 1: last.pt and best.pt, each with its checksum file written twice
+    fill_disk_after(monkeypatch, saves=7)
     assert main(tiny_argv(run, cifar_root, "--epochs", "2")) == 1
     err = capsys.readouterr().err
     assert f"could not write checkpoint {run / 'last.pt'}: No space left on device" in err
@@ -201,7 +265,7 @@ def test_read_only_directory_is_a_clear_error(tmp_path, monkeypatch):
         save_checkpoint(path, small_state(2.0))
     monkeypatch.undo()
     assert load_checkpoint(path)["model"]["w"][0, 0] == 1.0
-    assert os.listdir(tmp_path) == ["last.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "last.pt.sha256"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")

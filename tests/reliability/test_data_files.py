@@ -112,16 +112,14 @@ def test_a_missing_batch_file_is_named(cifar_root, tmp_path, missing):
         D.load_cifar10(tmp_path, split=split)
 
 
-def test_loaders_without_augmentation_shuffle_and_only_convert():
+def test_loader_without_augmentation_shuffles_and_only_converts():
+    # (the same for bench/pil_loader.py: tests/test_bench_pil_loader.py)
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     labels = torch.arange(40)
-    kwargs = dict(train=True, seed=3, augment="none")
-    device = D.DeviceLoader(images, labels, 8, **kwargs)
-    cpu = D.make_cpu_loader(images, labels, 8, num_workers=0, **kwargs)
-    for loader in (device, cpu):
-        loader.set_epoch(1)
-        batches = list(loader)
-        order = torch.cat([y for _, y in batches])
-        assert not torch.equal(order, labels) and sorted(order.tolist()) == labels.tolist()
-        for x, y in batches:
-            assert torch.equal(x, images[y].float() / 255)
+    loader = D.DeviceLoader(images, labels, 8, train=True, seed=3, augment="none")
+    loader.set_epoch(1)
+    batches = list(loader)
+    order = torch.cat([y for _, y in batches])
+    assert not torch.equal(order, labels) and sorted(order.tolist()) == labels.tolist()
+    for x, y in batches:
+        assert torch.equal(x, images[y].float() / 255)

@@ -129,12 +129,13 @@ def test_random_kills_and_signals_lose_nothing(tmp_path, cifar_root, capsys):
 def test_ctrl_c_in_a_notebook_saves_then_resume_is_exact(tiny, tmp_path, monkeypatch):
     """SIGINT (Ctrl-C, Colab's interrupt button) at step 8 in-process; tests/test_train.py
     covers SIGTERM the same way."""
+    import vitlib.loop as loop_module
     import vitlib.train as train_module
 
     sig = signal.SIGINT
 
     reference = train_module.train(tiny(tmp_path / "reference"))
-    real_loss, calls = train_module.mixed_loss, []
+    real_loss, calls = loop_module.mixed_loss, []
 
     def signal_on_step_8(*args):
         calls.append(1)
@@ -142,7 +143,7 @@ def test_ctrl_c_in_a_notebook_saves_then_resume_is_exact(tiny, tmp_path, monkeyp
             signal.raise_signal(sig)
         return real_loss(*args)
 
-    monkeypatch.setattr(train_module, "mixed_loss", signal_on_step_8)
+    monkeypatch.setattr(loop_module, "mixed_loss", signal_on_step_8)
     out = tmp_path / "run"
     assert train_module.train(tiny(out))["interrupted"] == sig
     monkeypatch.undo()

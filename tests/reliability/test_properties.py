@@ -63,7 +63,8 @@ def test_non_positive_sizes_are_refused(field, value):
 @given(image_size=st.integers(1, 40), patch_size=st.integers(-2, 40))
 def test_patch_size_must_divide_image_size(image_size, patch_size):
     if patch_size >= 1 and image_size % patch_size == 0:
-        assert ModelConfig(image_size=image_size, patch_size=patch_size, dim=8, head_channels=8)
+        config = ModelConfig(image_size=image_size, patch_size=patch_size, dim=8, head_channels=8)
+        assert config.grid == (image_size // patch_size, image_size // patch_size)
     else:
         with pytest.raises(ValueError, match=f"not divisible by patch size {patch_size}"):
             ModelConfig(image_size=image_size, patch_size=patch_size)
@@ -149,10 +150,12 @@ def test_train_augment_output_range_and_replay(n, seed):
 
 
 @SETTINGS
-@given(dtype=st.sampled_from([torch.float32, torch.int64]), ndim=st.integers(1, 5))
+@given(dtype=st.sampled_from([torch.float32, torch.int64, torch.uint8]), ndim=st.integers(1, 5))
 def test_train_augment_refuses_other_inputs(dtype, ndim):
-    images = torch.zeros((2,) * ndim, dtype=dtype)
-    if dtype == torch.uint8 and ndim == 4:
+    if dtype == torch.uint8 and ndim == 4:  # the one accepted input
+        images = torch.zeros((2, 3, 8, 8), dtype=dtype)
+        assert augment.TrainAugment()(images).shape == images.shape
         return
+    images = torch.zeros((2,) * ndim, dtype=dtype)
     with pytest.raises(TypeError, match="TrainAugment expects uint8 \\(B, C, H, W\\)"):
         augment.TrainAugment()(images)

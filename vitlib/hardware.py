@@ -1,0 +1,95 @@
+"""What the machine offers a run: the device, the arithmetic precision, and the memory.
+
+``resolve_device("auto")`` picks CUDA when present; ``autocast_dtype("auto", device)`` picks bf16
+on GPUs with bf16 tensor cores, fp16 on older ones, nothing (fp32) on a CPU. ``memory_estimate``
+measures what one training image costs and ``check_memory`` refuses a configuration that would
+not fit, naming the flag to change, instead of letting the operating system kill the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+from torch import nn
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+GIB = 2**30
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` on a GPU with bf16 tensor cores (compute capability 8.0+: A100,
+    H100, RTX 30xx...), ``"fp16"`` (with loss scaling) on older GPUs such as Colab's T4,
+    ``"fp32"`` elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` runs in for ``precision`` on ``device``; None for fp32."""
+    return AUTOCAST_DTYPES.get(resolve_precision(precision, device))
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a new allocation can still get: free GPU memory, or the operating system's
+    ``MemAvailable`` (RAM not in use, page cache included) on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):  # not Linux: all physical memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass, per training image: counted on
+    the CPU over a forward pass of two 32x32 images through a copy of ``model`` (in ``dtype``
+    autocast if given)."""
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    probe = copy.deepcopy(model).to("cpu").train()  # a copy: BatchNorm statistics stay untouched
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype or torch.float32, enabled=dtype is not None),
+    ):
+        probe(torch.zeros(2, 3, 32, 32))
+    return sum(saved.values()) // 2
+
+
+def memory_estimate(model: nn.Module, batch_size: int, dtype: torch.dtype | None) -> int:
+    """Bytes a training step needs: the saved activations of ``batch_size`` images, doubled for
+    the transient buffers of the backward pass, plus weights, gradients and the two AdamW moments
+    (4 float32 copies of every parameter)."""
+    parameters = sum(p.numel() for p in model.parameters())
+    return 2 * batch_size * activation_bytes_per_image(model, dtype) + 16 * parameters
+
+
+def check_memory(needed: int, device: torch.device, batch_size: int) -> None:
+    """Raise MemoryError naming ``--batch_size`` when ``needed`` bytes exceed what ``device``
+    has available (the largest batch that would fit is suggested)."""
+    available = available_memory(device)
+    if needed <= available:
+        return
+    fits = max(1, int(batch_size * available / needed))
+    raise MemoryError(
+        f"this run needs about {needed / GIB:.1f} GiB on {device} for batch_size={batch_size} "
+        f"(activations of every image of a step), but {available / GIB:.1f} GiB is available: "
+        f"pass --batch_size {fits} or smaller, or a smaller model (--model_overrides)"
+    )
