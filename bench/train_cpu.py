@@ -141,14 +141,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="minutes of wall time per run (default: 20 60)")  # fmt: skip
     parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                         help="a row: a name and cpu-quick overrides (default: cpu-quick as is)")  # fmt: skip
-    parser.add_argument("--smoke", action="store_true", help="a few seconds with a tiny model")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few seconds with a tiny model, not compiled")  # fmt: skip
     parser.add_argument("--results", default=str(RESULTS), help="markdown file to append to")
     parser.add_argument("--datapath", default=None,
                         help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")  # fmt: skip
     args = parser.parse_args(argv)
     variants = [parse_variant(v) for v in args.variant or [["cpu-quick"]]]
     if args.smoke:
-        variants = [(name, {**o, "model_overrides": SMOKE_MODEL}) for name, o in variants]
+        variants = [
+            (name, {**o, "model_overrides": SMOKE_MODEL, "compile": False}) for name, o in variants
+        ]
     budgets = [0.05] if args.smoke else args.budgets
     test_images = 200 if args.smoke else TEST_SIZE
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

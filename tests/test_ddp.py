@@ -20,7 +20,7 @@ FLAGS = [
     "--preset", "cpu-quick", "--train_limit", "128", "--test_limit", "32", "--epochs", "2",
     "--batch_size", "32", "--warmup_epochs", "0.5", "--augment", "none", "--mix", "none",
     "--model_overrides", "depth=1", "dim=32", "head_channels=16", "stem=patch", "head_dropout=0.0",
-    "--lr", "2e-3", "--precision", "fp32", "--progress", "off",
+    "--lr", "2e-3", "--precision", "fp32", "--progress", "off", "--no-compile",
 ]  # fmt: skip
 
 # Records every rank's weights when the loop evaluates them (at each epoch end).

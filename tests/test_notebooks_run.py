@@ -29,6 +29,7 @@ TINY = {
     "lr": None,
     "train_limit": 256,
     "test_limit": 128,
+    "compile": False,
 }
 
 

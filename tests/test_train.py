@@ -35,6 +35,7 @@ def tiny(out, **overrides):
         augment="recipe",
         mix="cutmix",
         progress="off",
+        compile=False,
     )
     return preset_config("cpu-quick", **{**settings, **overrides})
 

@@ -144,7 +144,7 @@ def test_explicit_schedule_fields_are_kept_and_checked():
 def test_cpu_quick_keeps_its_warmup_share():
     config = preset_config("cpu-quick", epochs=2)
     assert (config.cycles, config.schedule_unit) == (1, "step")
-    assert config.warmup_epochs == pytest.approx(0.1)
+    assert config.warmup_epochs == pytest.approx(2 * 0.5 / 11)  # 0.5 of 11 epochs, kept as a share
 
 
 def test_auto_preset_follows_the_hardware(monkeypatch):

@@ -12,7 +12,7 @@ from vitlib.train import train
 def test_cpu_quick_learns_on_real_data(tmp_path, cifar_root):
     config = preset_config(
         "cpu-quick", out=str(tmp_path / "run"), datapath=str(cifar_root), train_limit=7680,
-        test_limit=500, epochs=1, batch_size=64, warmup_epochs=0.1, progress="off",
+        test_limit=500, epochs=1, batch_size=64, warmup_epochs=0.1, progress="off", compile=False,
     )  # fmt: skip
     result = train(config)
     assert result["step"] == 120

@@ -2,9 +2,12 @@
 
     state = setup(config, info, run_dir, stop)      # data, model, optimizer, schedule; resume
     for epoch in range(state.progress.epoch, config.epochs):
+        started = time.perf_counter()
         if not train_epoch(state, epoch):           # batches -> train_step; False: stopped
             break                                   #   (a checkpoint was saved)
-        end_epoch(state, epoch, seconds)            # evaluate, record metrics, checkpoint
+        end_epoch(state, epoch, started, time.perf_counter() - started)  # evaluate, record, save
+
+(``vitlib.train.train`` is this loop, inside the run directory's lock and signal handlers.)
 
 One step: CutMix/MixUp -> forward (bf16/fp16 autocast if asked) -> label-smoothed cross-entropy
 -> non-finite check -> backward -> AdamW step -> EMA update -> schedule step (per step or per
@@ -216,11 +219,16 @@ def restore_best(run_dir: Path, saved: dict) -> None:
 
 def compiled(state: TrainState) -> nn.Module:
     """``torch.compile(model)``, compiled now with one forward/backward on a zero batch; on any
-    failure (no compiler, unsupported platform) prints why and returns the eager model."""
+    failure (no compiler, unsupported platform) prints why and returns the eager model.
+
+    On a CPU the generated kernels read the thread count when they run, not when they were
+    compiled (inductor's ``cpp.dynamic_threads``), so ``CpuThreads`` can still lower it when other
+    processes need the cores."""
     model, device = state.model, state.info.device
     example = torch.zeros(state.loader.batch_size, 3, 32, 32, device=device)
+    options = {"cpp.dynamic_threads": True} if device.type == "cpu" else None
     try:
-        fast = torch.compile(model)
+        fast = torch.compile(model, options=options)
         with autocast(state):
             fast(example).float().sum().backward()
     except Exception as e:  # compilation can fail in many backend-specific ways

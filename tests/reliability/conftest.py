@@ -26,7 +26,7 @@ def tiny_argv(out, datapath, *extra: str) -> list[str]:
     """Command line of the tiny run (augmentation and CutMix on, so RNG restore matters)."""
     argv = [f"--{k}={v}" for k, v in TINY_FLAGS.items()]
     argv += ["--model_overrides", *(f"{k}={v}" for k, v in TINY_MODEL.items())]
-    return argv + ["--out", str(out), "--datapath", str(datapath), *extra]
+    return argv + ["--no-compile", "--out", str(out), "--datapath", str(datapath), *extra]
 
 
 @pytest.fixture
@@ -41,6 +41,7 @@ def tiny(cifar_root):
                 "test_limit": 32,
                 "epochs": 3,
                 "batch_size": 16,
+                "compile": False,
                 "warmup_epochs": 0.5,
                 "mix": "cutmix",
                 "progress": "off",
