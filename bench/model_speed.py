@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from common import RESULTS, markdown_table, record, time_call
 
 import vitlib
+from vitlib.hardware import compile_options
 
 TUNED_MALLOC = {
     "MALLOC_MMAP_THRESHOLD_": str(4 << 30),  # serve big buffers from the heap, not fresh mmaps
@@ -47,11 +48,12 @@ def make_train_step(
     """A closure running one AdamW train step of a fresh ``preset`` model on random images.
 
     ``bf16`` runs forward and loss under ``torch.autocast(dtype=torch.bfloat16)``;
-    ``compile`` wraps the model in ``torch.compile`` (the first calls compile it).
+    ``compile`` wraps the model in ``torch.compile`` as training does (the first calls compile it).
     """
     model = vitlib.create_model(preset, attention=form, **overrides).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device == "cuda")
-    forward = torch.compile(model) if compile else model
+    options = compile_options(torch.device(device))
+    forward = torch.compile(model, options=options) if compile else model
     size = model.config.image_size
     images = torch.rand(batch_size, 3, size, size, device=device)
     labels = torch.randint(0, model.config.num_classes, (batch_size,), device=device)

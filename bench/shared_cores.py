@@ -1,6 +1,7 @@
 """Training speed alone vs sharing the CPU cores with one other busy process, in one run.
 
     python bench/shared_cores.py                 # about 7 minutes
+    python bench/shared_cores.py --compile       # the same, trained compiled as cpu-quick is
     python bench/shared_cores.py --smoke         # seconds: a check that the script runs
 
 The measured process runs train steps of the ``cpu-quick`` model (bf16 autocast, batch 128,
@@ -34,7 +35,7 @@ MODES = ("PyTorch default threads", "vitlib CpuThreads")
 COMPETITORS = ("torch", "vitlib", "busy loop")
 
 
-def worker(settle: float, seconds: float, mode: str, smoke: bool) -> None:
+def worker(settle: float, seconds: float, mode: str, smoke: bool, compile: bool) -> None:
     """Train for ``settle + seconds`` and print {"images_per_s": ...} of the last ``seconds``."""
     sys.path.insert(0, str(SCRIPT.parent))
     from model_speed import make_train_step
@@ -43,7 +44,9 @@ def worker(settle: float, seconds: float, mode: str, smoke: bool) -> None:
 
     overrides = {"depth": 1, "dim": 32, "head_channels": 16} if smoke else {}
     batch = 16 if smoke else 128
-    step = make_train_step("vit_cifar10_small", "fast", batch, bf16=True, **overrides)
+    step = make_train_step(
+        "vit_cifar10_small", "fast", batch, bf16=True, compile=compile, **overrides
+    )
     threads = CpuThreads(every=1.0 if smoke else 5.0) if mode == MODES[1] else None
 
     def train_until(stop: float) -> int:
@@ -75,9 +78,10 @@ def spawn(args: list[str]) -> subprocess.Popen:
     )
 
 
-def measure(mode: str, competitor: str | None, settle: float, seconds: float, smoke: bool):
-    """Images/s of one measured worker, alone or beside ``competitor``."""
-    flags = ["--settle", str(settle), *(["--smoke"] if smoke else [])]
+def measure(mode: str, competitor: str | None, settle: float, seconds: float, flags: list[str]):
+    """Images/s of one measured worker, alone or beside ``competitor``; ``flags`` go to both
+    workers (settle time, --smoke, --compile)."""
+    flags = ["--settle", str(settle), *flags]
     rival = None
     if competitor == "busy loop":
         rival = spawn(["--busy", str(settle + seconds + 10)])
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=25.0, help="timed seconds per run")
     parser.add_argument("--settle", type=float, default=8.0, help="untimed seconds first")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1-second runs")
+    parser.add_argument("--compile", action="store_true",
+                        help="train compiled, as cpu-quick does (each worker compiles first)")  # fmt: skip
     parser.add_argument("--results", type=Path, default=None, help="default: bench/RESULTS.md")
     parser.add_argument("--worker", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, default=MODES[1], help=argparse.SUPPRESS)
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settle, seconds = (0.5, 1.0) if args.smoke else (args.settle, args.seconds)
     if args.worker is not None:
-        worker(settle, args.worker, args.mode, args.smoke)
+        worker(settle, args.worker, args.mode, args.smoke, args.compile)
         return 0
     if args.busy is not None:
         busy_loop(args.busy)
@@ -115,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     from common import RESULTS, markdown_table, record
 
     load = os.getloadavg()[0]
+    flags = ["--smoke"] * args.smoke + ["--compile"] * args.compile
     rows = []
     for mode in MODES:
-        alone = measure(mode, None, settle, seconds, args.smoke)
+        alone = measure(mode, None, settle, seconds, flags)
         row = [mode, f"{alone:,.0f}"]
         for competitor in COMPETITORS:
-            shared = measure(mode, competitor, settle, seconds, args.smoke)
+            shared = measure(mode, competitor, settle, seconds, flags)
             row.append(f"{shared:,.0f} ({100 * shared / alone:.0f}%)")
         rows.append(row)
         print(" | ".join(row), flush=True)
@@ -128,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         ["threads", "alone img/s", *(f"beside {c}: img/s (of alone)" for c in COMPETITORS)], rows
     )
     notes = (
-        f"{settle:g} s untimed, then {seconds:g} s timed per run; load average {load:.2f} before"
+        f"{'compiled (torch.compile, as cpu-quick); ' if args.compile else 'eager; '}"
+        f"{settle:g} s untimed (at least one step), then {seconds:g} s timed per run; "
+        f"load average {load:.2f} before"
     )
     record("Shared cores: training speed alone vs beside one busy process", table,
            args.results or RESULTS, notes=notes)  # fmt: skip

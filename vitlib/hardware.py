@@ -41,6 +41,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return AUTOCAST_DTYPES.get(resolve_precision(precision, device))
 
 
+def compile_options(device: torch.device) -> dict | None:
+    """``torch.compile`` options for ``device``. On a CPU the generated kernels read the thread
+    count when they run, not when they were compiled (inductor's ``cpp.dynamic_threads``), so
+    ``vitlib.cpu.CpuThreads`` can still lower it when other processes need the cores."""
+    return {"cpp.dynamic_threads": True} if device.type == "cpu" else None
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes a new allocation can still get: free GPU memory, or the operating system's
     ``MemAvailable`` (RAM not in use, page cache included) on a CPU."""

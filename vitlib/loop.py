@@ -44,7 +44,7 @@ from .config import TrainConfig, config_from_dict, resume_conflicts, selection_m
 from .cpu import CpuThreads
 from .data import DeviceLoader, derive_seed, load_cifar10
 from .evaluate import evaluate_model
-from .hardware import autocast_dtype, check_memory, memory_estimate
+from .hardware import autocast_dtype, check_memory, compile_options, memory_estimate
 from .model import create_model
 from .optim import create_optimizer
 from .rundir import StopSignal, TrainingError, append_metrics, write_config, write_metrics
@@ -219,16 +219,11 @@ def restore_best(run_dir: Path, saved: dict) -> None:
 
 def compiled(state: TrainState) -> nn.Module:
     """``torch.compile(model)``, compiled now with one forward/backward on a zero batch; on any
-    failure (no compiler, unsupported platform) prints why and returns the eager model.
-
-    On a CPU the generated kernels read the thread count when they run, not when they were
-    compiled (inductor's ``cpp.dynamic_threads``), so ``CpuThreads`` can still lower it when other
-    processes need the cores."""
+    failure (no compiler, unsupported platform) prints why and returns the eager model."""
     model, device = state.model, state.info.device
     example = torch.zeros(state.loader.batch_size, 3, 32, 32, device=device)
-    options = {"cpp.dynamic_threads": True} if device.type == "cpu" else None
     try:
-        fast = torch.compile(model, options=options)
+        fast = torch.compile(model, options=compile_options(device))
         with autocast(state):
             fast(example).float().sum().backward()
     except Exception as e:  # compilation can fail in many backend-specific ways
