@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import epoch_batches, labelled_images
 
 from vitlib.data import DeviceLoader
 
@@ -26,38 +27,27 @@ pil_loader = _load_bench_module("pil_loader")
 make_cpu_loader, train_transform = pil_loader.make_cpu_loader, pil_loader.train_transform
 
 
-def _id_dataset(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random uint8 images whose 'label' is their index, to track samples through a loader."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n)
-
-
-def _epoch(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    loader.set_epoch(epoch)
-    return list(loader)
-
-
 def test_cpu_loader_contract_and_determinism():
-    images, ids = _id_dataset(48)
+    images, ids = labelled_images(48)
     loader = make_cpu_loader(images, ids, 16, train=True, num_workers=0, seed=3)
-    first = _epoch(loader, 4)
+    first = epoch_batches(loader, 4)
     assert len(first) == len(loader) == 3
     x, y = first[0]
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert 0 <= x.min() and x.max() <= 1
     assert sorted(torch.cat([y for _, y in first]).tolist()) == list(range(48))
-    workers = _epoch(make_cpu_loader(images, ids, 16, train=True, num_workers=2, seed=3), 4)
+    workers = epoch_batches(make_cpu_loader(images, ids, 16, train=True, num_workers=2, seed=3), 4)
     for (x1, y1), (x2, y2) in zip(first, workers):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert not torch.equal(first[0][1], _epoch(loader, 5)[0][1])
+    assert not torch.equal(first[0][1], epoch_batches(loader, 5)[0][1])
     test = list(make_cpu_loader(images, ids, 32, train=False, num_workers=0))
     assert torch.equal(torch.cat([x for x, _ in test]), images.float() / 255)
 
 
 def test_cpu_and_device_loaders_share_the_epoch_order():
-    images, ids = _id_dataset(32)
-    cpu = _epoch(make_cpu_loader(images, ids, 8, train=True, num_workers=0, seed=9), 1)
-    dev = _epoch(DeviceLoader(images, ids, 8, train=True, seed=9), 1)
+    images, ids = labelled_images(32)
+    cpu = epoch_batches(make_cpu_loader(images, ids, 8, train=True, num_workers=0, seed=9), 1)
+    dev = epoch_batches(DeviceLoader(images, ids, 8, train=True, seed=9), 1)
     assert [y.tolist() for _, y in cpu] == [y.tolist() for _, y in dev]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import epoch_batches, labelled_images
 
 from vitlib import data as D
 
@@ -138,23 +139,12 @@ def test_download_only_when_asked_with_retries(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
-def _id_dataset(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random uint8 images whose 'label' is their index, to track samples through a loader."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n)
-
-
-def _epoch(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    loader.set_epoch(epoch)
-    return list(loader)
-
-
 def test_device_loader_shards_are_disjoint_and_cover_all():
-    images, ids = _id_dataset(96)
+    images, ids = labelled_images(96)
     seen = []
     for rank in range(3):
         loader = D.DeviceLoader(images, ids, 8, train=True, seed=5, rank=rank, world_size=3)
-        batches = _epoch(loader, 1)
+        batches = epoch_batches(loader, 1)
         assert len(batches) == len(loader) == 4
         seen.append(torch.cat([y for _, y in batches]))
     assert all(len(s) == 32 for s in seen)
@@ -162,7 +152,7 @@ def test_device_loader_shards_are_disjoint_and_cover_all():
 
 
 def test_device_loader_uneven_remainder():
-    images, ids = _id_dataset(10)
+    images, ids = labelled_images(10)
     kept = [
         D.shard_indices(10, shuffle=True, seed=0, epoch=0, rank=r, world_size=3) for r in range(3)
     ]
@@ -174,25 +164,25 @@ def test_device_loader_uneven_remainder():
 
 
 def test_device_loader_replays_an_epoch_and_changes_across_epochs():
-    images, ids = _id_dataset(40)
+    images, ids = labelled_images(40)
     a = D.DeviceLoader(images, ids, 16, train=True, seed=1)
     b = D.DeviceLoader(images, ids, 16, train=True, seed=1)
-    first, replay = _epoch(a, 2), _epoch(b, 2)
+    first, replay = epoch_batches(a, 2), epoch_batches(b, 2)
     assert len(first) == 2  # drop_last for training
     for (x1, y1), (x2, y2) in zip(first, replay):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
         assert x1.dtype == torch.float32 and x1.shape == (16, 3, 32, 32) and y1.dtype == torch.int64
         assert 0 <= x1.min() and x1.max() <= 1
-    later = _epoch(a, 3)
+    later = epoch_batches(a, 3)
     assert not torch.equal(first[0][1], later[0][1])
-    other_seed = _epoch(D.DeviceLoader(images, ids, 16, train=True, seed=2), 2)
+    other_seed = epoch_batches(D.DeviceLoader(images, ids, 16, train=True, seed=2), 2)
     assert not torch.equal(first[0][1], other_seed[0][1])
     plain = images[first[0][1]].float() / 255
     assert not torch.equal(first[0][0], plain)  # augmented
 
 
 def test_device_loader_eval_is_plain_and_ordered():
-    images, ids = _id_dataset(20)
+    images, ids = labelled_images(20)
     loader = D.DeviceLoader(images, ids, 8, train=False)
     batches = list(loader)
     assert len(loader) == len(batches) == 3 and [len(y) for _, y in batches] == [8, 8, 4]

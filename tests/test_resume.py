@@ -1,27 +1,19 @@
 """Stateless randomness and what it buys: a loader that starts at any batch, global batches that
-do not depend on the number of processes, a mid-epoch resume with another number of processes,
+do not depend on the number of processes (tests/test_ddp.py resumes a 2-process run as 1),
 and a finished run extended with --epochs."""
-
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from conftest import labelled_images
+from test_ddp import FLAGS
 
 from vitlib import data as D
 from vitlib.checkpoint import load_checkpoint
 from vitlib.train import main
 
 
-def labelled(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random uint8 images whose 'label' is their index, to track samples through a loader."""
-    images = torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(0))
-    return images.to(torch.uint8), torch.arange(n)
-
-
 def test_a_loader_started_at_batch_b_yields_what_a_full_epoch_yields_there():
-    images, ids = labelled(40)
+    images, ids = labelled_images(40)
     loader = D.DeviceLoader(images, ids, 8, train=True, seed=5, augment="recipe")
     loader.set_epoch(3)
     full = list(loader)
@@ -34,7 +26,7 @@ def test_a_loader_started_at_batch_b_yields_what_a_full_epoch_yields_there():
 
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_global_batches_are_the_same_images_for_any_number_of_processes(world_size):
-    images, ids = labelled(100)
+    images, ids = labelled_images(100)
     one = D.DeviceLoader(images, ids, 16, train=True, seed=1, augment="none")
     one.set_epoch(2)
     ranks = [
@@ -49,59 +41,6 @@ def test_global_batches_are_the_same_images_for_any_number_of_processes(world_si
     for b, (_, y) in enumerate(one):
         together = torch.cat([share[b][1] for share in shares])
         assert sorted(together.tolist()) == sorted(y.tolist())
-
-
-# A deterministic data path (no augmentation, mixing, dropout or BatchNorm) in fp32: the only
-# difference between 2 processes and 1 is then the order of floating-point sums.
-FLAGS = [
-    "--preset", "cpu-quick", "--train_limit", "128", "--test_limit", "32", "--epochs", "2",
-    "--batch_size", "32", "--warmup_epochs", "0.5", "--augment", "none", "--mix", "none",
-    "--model_overrides", "depth=1", "dim=32", "head_channels=16", "stem=patch", "head_dropout=0.0",
-    "--lr", "2e-3", "--precision", "fp32", "--progress", "off", "--no-compile",
-]  # fmt: skip
-
-# Both ranks are asked to stop (SIGTERM) at their 3rd step: epoch 1, batch 3 of 4.
-STOP_AT_STEP_3 = textwrap.dedent(
-    """
-    import signal, sys, vitlib.loop as loop
-    real, calls = loop.mixed_loss, []
-    def stop_at_3(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signal.SIGTERM)
-        return real(*args)
-    loop.mixed_loss = stop_at_3
-    import vitlib.train as t
-    sys.exit(t.main(sys.argv[1:]))
-    """
-)
-
-
-def test_a_run_stopped_mid_epoch_on_2_processes_resumes_on_1(tmp_path, real_cifar_root):
-    """Equality that holds: the resumed run continues at the same step with the same global
-    batches and learning rates, and ends within float rounding of an uninterrupted 1-process
-    run (summation order differs; with augmentation each process's draws would differ too)."""
-    data = ["--datapath", str(real_cifar_root)]
-    script = tmp_path / "stop.py"
-    script.write_text(STOP_AT_STEP_3)
-    out, single = tmp_path / "ddp", tmp_path / "single"
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), *FLAGS, *data, "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    stopped = load_checkpoint(out / "last.pt")
-    assert (stopped["world_size"], stopped["step"], stopped["progress"]["batch"]) == (2, 3, 3), (
-        run.stderr[-3000:]
-    )
-    assert main([*FLAGS, *data, "--out", str(out), "--resume"]) == 0  # one process now
-    assert main([*FLAGS, *data, "--out", str(single)]) == 0
-    resumed, reference = load_checkpoint(out / "last.pt"), load_checkpoint(single / "last.pt")
-    assert resumed["step"] == reference["step"] == 8
-    lrs = [[r["lr"] for r in s["progress"]["history"]] for s in (resumed, reference)]
-    assert lrs[0] == lrs[1]
-    for key, value in reference["model"].items():
-        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-4, atol=1e-4)
 
 
 def test_a_finished_run_is_extended_with_epochs_and_never_shortened(tmp_path, cifar_root, capsys):

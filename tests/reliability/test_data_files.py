@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.utils as tv_utils
+from conftest import assert_shuffles_and_only_converts
 from torchvision.datasets import CIFAR10
 
 from vitlib import data as D
@@ -117,9 +118,4 @@ def test_loader_without_augmentation_shuffles_and_only_converts():
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     labels = torch.arange(40)
     loader = D.DeviceLoader(images, labels, 8, train=True, seed=3, augment="none")
-    loader.set_epoch(1)
-    batches = list(loader)
-    order = torch.cat([y for _, y in batches])
-    assert not torch.equal(order, labels) and sorted(order.tolist()) == labels.tolist()
-    for x, y in batches:
-        assert torch.equal(x, images[y].float() / 255)
+    assert_shuffles_and_only_converts(loader, images, labels)
