@@ -4,8 +4,9 @@
 its structure, so a rebuilt copy that is not byte-identical to the official archive is accepted.
 ``DeviceLoader`` keeps the whole uint8 set on the device and augments batches there
 (``vitlib.augment.TrainAugment``). It yields
-``(images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,))`` and derives all randomness
-from (seed, epoch, rank), so an epoch replays identically after a resume. (The reference run's
+``(images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,))`` and derives its randomness
+from (seed, epoch) for the order and (seed, epoch, batch, rank) for the augmentation, so a
+resumed run starts at any batch without replaying the ones before. (The reference run's
 per-image PIL/torchvision loader lives in ``bench/pil_loader.py``, for benchmarks.)
 """
 
@@ -184,9 +185,9 @@ def shard_indices(
 
     The order is a permutation drawn from (seed, epoch) only, identical on every rank; rank r
     takes every world_size-th entry from r (``DistributedSampler``'s rule). Global batch b, the
-    entries b*B..(b+1)*B-1 of the order, is then split over the ranks whatever their number. With ``drop_last`` the order is first cut to a
-    multiple of world_size, so shares are disjoint and equal; otherwise they are disjoint, cover
-    all n, and differ in size by at most one."""
+    entries b*B..(b+1)*B-1 of the order, is then split over the ranks whatever their number.
+    With ``drop_last`` the order is first cut to a multiple of world_size, so shares are disjoint
+    and equal; otherwise they are disjoint, cover all n, and differ in size by at most one."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be in 0..world_size-1 (world_size={world_size})")
     if shuffle:
@@ -207,7 +208,8 @@ class DeviceLoader:
     batched on the device; otherwise images are only converted to float. Shuffle and augmentation
     are drawn from CPU generators seeded by (seed, epoch) and (seed, epoch, batch, rank): call
     ``set_epoch(epoch)`` before each epoch (``set_epoch(epoch, start_batch=b)`` starts at batch b
-    with exactly the batches an iteration from 0 yields there). ``rank``/``world_size`` shard the order for DDP.
+    with exactly the batches an iteration from 0 yields there). ``rank``/``world_size`` shard the
+    order for DDP.
     ``augment`` names the policy (``vitlib.augment.POLICIES``: ``"recipe"``, ``"flip-crop"``,
     ``"none"``); ``"none"`` keeps the training shuffle but only converts to float.
     ``drop_last`` (default: ``train``) drops the last partial batch and the remainder that does
