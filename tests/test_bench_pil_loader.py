@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import epoch_batches, labelled_images
+from helpers import epoch_batches, labelled_images
 
 from vitlib.data import DeviceLoader
 

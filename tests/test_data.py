@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import epoch_batches, labelled_images
+from helpers import epoch_batches, labelled_images
 
 from vitlib import data as D
 

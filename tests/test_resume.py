@@ -4,7 +4,7 @@ and a finished run extended with --epochs."""
 
 import pytest
 import torch
-from conftest import labelled_images
+from helpers import labelled_images
 from test_ddp import FLAGS
 
 from vitlib import data as D

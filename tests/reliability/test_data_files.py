@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.utils as tv_utils
-from conftest import assert_shuffles_and_only_converts
+from helpers import assert_shuffles_and_only_converts
 from torchvision.datasets import CIFAR10
 
 from vitlib import data as D
