@@ -55,6 +55,7 @@ def test_two_process_gloo_matches_single_process(tmp_path, real_cifar_root):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Grad strides do not match bucket view strides" not in run.stderr  # depthwise convs
     assert "x 2 processes" in run.stdout and run.stdout.count("epoch   2/2") == 1  # rank 0 prints
+    assert "128 train / 32 test images, 4 steps per epoch" in run.stdout  # the whole set, 2 shares
     rank0, rank1 = torch.load(ddp_out / "rank0.pt"), torch.load(ddp_out / "rank1.pt")
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key

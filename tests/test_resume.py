@@ -53,6 +53,12 @@ def test_a_finished_run_is_extended_with_epochs_and_never_shortened(tmp_path, ci
     assert main([*base, "--resume", "--epochs", "3"]) == 0
     out = capsys.readouterr().out
     assert "extending the run from 2 to 3 epochs" in out and "resuming from epoch 3" in out
-    assert load_checkpoint(run / "last.pt")["step"] == 12
+    extended = load_checkpoint(run / "last.pt")
+    assert extended["step"] == 12
+    assert main([*FLAGS, "--datapath", str(cifar_root), "--out", str(tmp_path / "three"),
+                 "--epochs", "3"]) == 0  # fmt: skip
+    planned = load_checkpoint(tmp_path / "three" / "last.pt")["scheduler"]["lr_lambdas"]
+    assert extended["scheduler"]["lr_lambdas"] == planned  # the 3-epoch schedule, not the 2-epoch
+    capsys.readouterr()
     assert main([*base, "--resume", "--epochs", "1"]) == 1
     assert "--epochs 1 is shorter than the run" in capsys.readouterr().err

@@ -25,6 +25,7 @@ and BatchNorm's per-process statistics on a CPU, then differ, so the weights are
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
@@ -180,10 +181,19 @@ def load_data(config: TrainConfig, info: distributed.DistInfo) -> tuple[DeviceLo
 
 
 def restore(state: TrainState, saved: dict) -> None:
-    """Load a checkpoint's weights, optimizer, schedule, loss scaler, EMA and progress."""
+    """Load a checkpoint's weights, optimizer, schedule position, loss scaler, EMA and progress.
+    A run extended to more epochs keeps the schedule planned for its new length, from the step
+    it stopped at (the checkpoint's schedule is that of the old length)."""
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
+    planned = [copy.copy(fn) for fn in state.scheduler.lr_lambdas]  # loading overwrites them
     state.scheduler.load_state_dict(saved["scheduler"])
+    if saved["config"]["epochs"] != state.config.epochs:
+        state.scheduler.lr_lambdas = planned
+        step = state.scheduler.last_epoch
+        for group, base, factor in zip(state.optimizer.param_groups, state.scheduler.base_lrs,
+                                       planned, strict=True):  # fmt: skip
+            group["lr"] = base * factor(step)
     state.scaler.load_state_dict(saved["scaler"])
     if state.ema is not None:
         state.ema.module.load_state_dict(saved["ema"])
@@ -240,7 +250,7 @@ def describe(state: TrainState) -> str:
     c, info = state.config, state.info
     return (
         f"{c.model}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
-        f"{len(state.loader.labels) * info.world_size:,} train / "
+        f"{len(state.loader.labels):,} train / "
         f"{len(state.eval_sets['test'][1]):,} test images, {len(state.loader)} steps per epoch "
         f"x {c.epochs} epochs on {info.device}"
         + (f" x {info.world_size} processes" if info.world_size > 1 else "")
