@@ -17,6 +17,7 @@ from vitlib.config import preset_config
 from vitlib.data import load_cifar10
 from vitlib.evaluate import evaluate_model, load_model
 from vitlib.rundir import RunLock
+from vitlib.schedule import build_schedule
 from vitlib.train import TrainingError, train
 
 TINY_MODEL = {"depth": 1, "dim": 32, "head_channels": 16, "head_dropout": 0.3}
@@ -76,9 +77,26 @@ def test_run_directory_contents(uninterrupted):
     assert (state["epoch"], state["step"]) == (3, 12)
     # step-wise schedule: 12 scheduler steps; the lr logged for epoch 1 is that of its 4th step
     assert state["scheduler"]["last_epoch"] == 12
+    config = tiny(out)
+    schedule = build_schedule(lr=config.lr, min_lr=config.min_lr, epochs=3, warmup_epochs=0.5,
+                              cycles=1, unit="step", steps_per_epoch=4)  # fmt: skip
+    logged = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").open()]
+    assert logged == [config.lr * schedule(t) for t in (3, 7, 11)]
     model, best = load_model(out / "best.pt")
     assert best["progress"]["best_acc"] == max(float(r["test_acc"]) for r in rows)
     assert model.config.depth == 1
+
+
+def test_compiling_leaves_the_batchnorm_statistics_alone(
+    uninterrupted, tmp_path, monkeypatch, cifar_root
+):
+    """Compiling runs one warm-up step on a zero batch; it must not move the stem's BatchNorm
+    statistics, or a compiled run would differ from an eager one and resume inexactly.
+    (torch.compile is replaced by the identity: the same warm-up, without the compile time.)"""
+    monkeypatch.setattr(torch, "compile", lambda model, options=None: model)
+    out = tmp_path / "run"
+    train(tiny(out, datapath=str(cifar_root), compile=True))
+    assert_same_weights(weights(out), weights(uninterrupted[0]))  # buffers included
 
 
 def test_resume_after_a_crash_at_an_epoch_boundary_is_exact(

@@ -229,9 +229,12 @@ def restore_best(run_dir: Path, saved: dict) -> None:
 
 def compiled(state: TrainState) -> nn.Module:
     """``torch.compile(model)``, compiled now with one forward/backward on a zero batch; on any
-    failure (no compiler, unsupported platform) prints why and returns the eager model."""
+    failure (no compiler, unsupported platform) prints why and returns the eager model. The
+    model's buffers (BatchNorm statistics) are left as they were, so a compiled run resumes
+    exactly."""
     model, device = state.model, state.info.device
     example = torch.zeros(state.loader.batch_size, 3, 32, 32, device=device)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
         fast = torch.compile(model, options=compile_options(device))
         with autocast(state):
@@ -242,6 +245,9 @@ def compiled(state: TrainState) -> nn.Module:
               file=sys.stderr)  # fmt: skip
         fast = model
     model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
     return fast
 
 
@@ -386,7 +392,7 @@ def end_epoch(state: TrainState, epoch: int, started: float, train_seconds: floa
     best.pt when the selection metric improved) and print one line; returns the metrics.
     ``started``: ``time.perf_counter()`` at the epoch's start; ``train_seconds``: its batches."""
     c, p = state.config, state.progress
-    lr = state.lr
+    lr = last_step_lr(state)
     if c.schedule_unit == "epoch":
         state.scheduler.step()
     record = {"epoch": epoch + 1, "step": p.step,
@@ -409,6 +415,16 @@ def end_epoch(state: TrainState, epoch: int, started: float, train_seconds: floa
         append_metrics(state.run_dir, record)
         print(epoch_line(c, record), flush=True)
     return record
+
+
+def last_step_lr(state: TrainState) -> float:
+    """The learning rate of the epoch's last optimizer step: the current one for a schedule
+    stepped per epoch; one schedule step back for a schedule stepped per step, which has already
+    moved on to the next step's."""
+    if state.config.schedule_unit == "epoch":
+        return state.lr
+    scheduler = state.scheduler
+    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](scheduler.last_epoch - 1)
 
 
 def evaluate(state: TrainState) -> dict:
