@@ -57,7 +57,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        old = [hashlib.sha256(path.read_bytes()).hexdigest()] if path.is_file() else []
+        old = _listed_digests(path)  # what the file there now verifies against
         write_atomic(checksum_path(path), _checksum_lines(path, [digest, *old]))
         write_atomic(path, data)
         write_atomic(checksum_path(path), _checksum_lines(path, [digest]))
@@ -67,6 +67,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
             e.errno, f"could not write checkpoint {path}: {e.strerror or e} ({kept})"
         ) from e
     return path
+
+
+def _listed_digests(path: Path) -> list[str]:
+    """The sha256 digests ``path.sha256`` accepts for ``path`` (none if it does not exist)."""
+    sums = checksum_path(path)
+    if not sums.is_file():
+        return []
+    return [
+        line.split()[0] for line in sums.read_text(errors="replace").splitlines() if line.strip()
+    ]
 
 
 def _checksum_lines(path: Path, digests: list[str]) -> bytes:
@@ -138,8 +148,7 @@ def _verify(path: Path, data: bytes) -> None:
             f"integrity cannot be checked: copy {sums.name} along with it, or, if you trust the "
             f"file, write one with `sha256sum {path.name} > {sums.name}` in {path.parent}"
         )
-    digest = hashlib.sha256(data).hexdigest()
-    if digest not in sums.read_text(errors="replace").split():
+    if hashlib.sha256(data).hexdigest() not in _listed_digests(path):
         raise CheckpointError(
             f"{path} is corrupted: sha256 of its {len(data):,} bytes does not match {sums.name} "
             "(truncated, padded or damaged); use an intact copy such as best.pt"
