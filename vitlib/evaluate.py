@@ -24,6 +24,7 @@ from torch import nn
 
 from .checkpoint import compare_with_model, load_checkpoint
 from .data import CLASSES, load_cifar10
+from .hardware import autocast
 from .model import ModelConfig, RelViT
 from .pretrained import list_pretrained, load_pretrained
 
@@ -73,9 +74,7 @@ def predict(
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device).float().div_(255)
-            with torch.autocast(
-                device.type, autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
-            ):
+            with autocast(device, autocast_dtype):
                 logits = model(x).float()
                 if tta:
                     logits = (logits + model(x.flip(-1)).float()) / 2

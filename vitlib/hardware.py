@@ -41,6 +41,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return AUTOCAST_DTYPES.get(resolve_precision(precision, device))
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """``torch.autocast`` to ``dtype`` on ``device``'s type; disabled (float32) when None."""
+    return torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None)
+
+
 def compile_options(device: torch.device) -> dict | None:
     """``torch.compile`` options for ``device``. On a CPU the generated kernels read the thread
     count when they run, not when they were compiled (inductor's ``cpp.dynamic_threads``), so
@@ -74,7 +79,7 @@ def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> i
     probe = copy.deepcopy(model).to("cpu").train()  # a copy: BatchNorm statistics stay untouched
     with (
         torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-        torch.autocast("cpu", dtype or torch.float32, enabled=dtype is not None),
+        autocast(torch.device("cpu"), dtype),
     ):
         probe(torch.zeros(2, 3, 32, 32))
     return sum(saved.values()) // 2

@@ -45,7 +45,7 @@ from .config import TrainConfig, config_from_dict, resume_conflicts, selection_m
 from .cpu import CpuThreads
 from .data import DeviceLoader, derive_seed, load_cifar10
 from .evaluate import evaluate_model
-from .hardware import autocast_dtype, check_memory, compile_options, memory_estimate
+from .hardware import autocast, autocast_dtype, check_memory, compile_options, memory_estimate
 from .model import create_model
 from .optim import create_optimizer
 from .rundir import StopSignal, TrainingError, append_metrics, write_config, write_metrics
@@ -237,7 +237,7 @@ def compiled(state: TrainState) -> nn.Module:
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
         fast = torch.compile(model, options=compile_options(device))
-        with autocast(state):
+        with autocast(state.info.device, state.amp_dtype):
             fast(example).float().sum().backward()
     except Exception as e:  # compilation can fail in many backend-specific ways
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -310,7 +310,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, ep
     lam = 1.0
     if c.mix != "none" and torch.rand((), generator=mix_rng).item() < c.mix_prob:
         images, y_a, y_b, lam = MIXERS[c.mix](images, labels, c.mix_alpha, mix_rng)
-    with autocast(state):
+    with autocast(state.info.device, state.amp_dtype):
         logits = state.forward(images)
     loss = mixed_loss(logits.float(), y_a, y_b, lam, c.label_smoothing)
     flags = torch.stack([loss.detach(), torch.tensor(float(state.stop.signum), device=loss.device)])
@@ -370,12 +370,6 @@ def after_step(state: TrainState, loss: float, lr: float) -> None:
     state.bar.update(1)
     if state.progress.batch % 10 == 1:
         state.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-
-
-def autocast(state: TrainState) -> torch.autocast:
-    """Autocast in the run's precision (disabled for fp32)."""
-    dtype = state.amp_dtype
-    return torch.autocast(state.info.device.type, dtype or torch.float32, enabled=bool(dtype))
 
 
 def show_progress(state: TrainState) -> bool:
