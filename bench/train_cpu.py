@@ -4,9 +4,9 @@ For each time budget and each variant, the run is planned to fit and its whole w
 start-up (data, model, compilation), training, one test-set evaluation per epoch and, for the
 "flip TTA" column, one more evaluation of the final weights with the mirror image. A short
 calibration run of each variant first measures its training speed and evaluation time on real
-data; the run is then the largest number of whole epochs over all 50,000 training images (a new
-random order each epoch) that fits in the budget, with the preset's warmup + cosine fitted to
-that length. Test accuracy is measured on all 10,000 test images, of the final weights.
+data; the run then fills the budget (``vitlib.budget.plan``): the fewest epochs of at most
+50,000 training images that use the time, each epoch a fresh random subset when it is shorter
+than the training set, with the preset's warmup + cosine fitted to that length. Test accuracy is measured on all 10,000 test images, of the final weights.
 
     python bench/train_cpu.py --budgets 20 60                   # the cpu-quick preset
     python bench/train_cpu.py --budgets 10 --variant eager compile=false \\
@@ -23,96 +23,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from common import RESULTS, markdown_table, record
 
-from vitlib.config import TEST_SIZE, TRAIN_SIZE, preset_config
-from vitlib.data import load_cifar10
-from vitlib.evaluate import evaluate_model, load_model
-from vitlib.hardware import autocast_dtype
-from vitlib.train import train
+from vitlib.budget import calibrate, final_accuracy, plan, timed_train
+from vitlib.config import TEST_SIZE, preset_config
 
 SMOKE_MODEL = {"depth": 1, "dim": 32, "head_channels": 16}
-CALIBRATION_STEPS = 48
-MARGIN = 0.03  # plan 97% of the budget: speed drifts between runs by a few percent
-
-
-@dataclass
-class Costs:
-    """What a run costs on this machine, measured by :func:`calibrate`."""
-
-    train_images_per_s: float  # the training loop on real, augmented batches
-    eval_s: float  # one evaluation of the test set used
-    startup_s: float  # loading data, building (and compiling) the model, writing checkpoints
-
-
-def timed_train(out: str, **overrides) -> tuple[dict, float]:
-    """A cpu-quick run in ``out``: (train()'s result, its wall seconds)."""
-    start = time.perf_counter()
-    result = train(preset_config("cpu-quick", out=out, progress="off", **overrides))
-    return result, time.perf_counter() - start
-
-
-def calibrate(batch_size: int, test_images: int, **overrides) -> Costs:
-    """Two short epochs of the real loop (``CALIBRATION_STEPS`` batches each, evaluation on a fifth
-    of the test set); the second, warm one gives the rates: the first pays one-off costs (memory
-    allocation, kernel selection) that a long run pays once."""
-    probe = max(test_images // 5, 1)
-    images = CALIBRATION_STEPS * batch_size
-    with tempfile.TemporaryDirectory() as out:
-        result, wall = timed_train(
-            out, epochs=2, train_limit=images, test_limit=probe, warmup_epochs=0.1, **overrides
-        )
-    warm = result["history"][-1]
-    rate = warm["train_images_per_s"]
-    eval_s = (warm["seconds"] - images / rate) * test_images / probe
-    return Costs(rate, eval_s, wall - sum(epoch["seconds"] for epoch in result["history"]))
-
-
-def plan(budget_s: float, costs: Costs, batch_size: int, tta: bool) -> tuple[int, int]:
-    """(epochs, train images per epoch) whose start-up, training, evaluations (and the final flip
-    TTA evaluation) fill ``budget_s`` less ``MARGIN``: whole epochs over all training images, or
-    one epoch over the first images that fit when not even one epoch does."""
-    train_s = budget_s * (1 - MARGIN) - costs.startup_s - (2 * costs.eval_s if tta else 0)
-    epoch_s = TRAIN_SIZE / costs.train_images_per_s + costs.eval_s
-    epochs = math.floor(train_s / epoch_s)
-    if epochs >= 1:
-        return epochs, TRAIN_SIZE
-    images = (train_s - costs.eval_s) * costs.train_images_per_s
-    return 1, max(batch_size, int(images) // batch_size * batch_size)
-
-
-def final_tta_accuracy(run_dir: Path, datapath: str | None, test_images: int) -> float:
-    """Flip-TTA accuracy of the run's final weights (last.pt) on the first ``test_images``."""
-    model, state = load_model(run_dir / "last.pt")
-    images, labels = load_cifar10(datapath, "test", limit=test_images)
-    dtype = autocast_dtype(state["config"]["precision"], torch.device("cpu"))  # as in training
-    return evaluate_model(model, images, labels, tta=True, autocast_dtype=dtype)["accuracy"]
 
 
 def run_row(minutes: float, name: str, overrides: dict, test_images: int, datapath) -> list:
     """Calibrate, plan and run one variant against a ``minutes`` budget; one table row."""
-    batch = preset_config("cpu-quick", **overrides).batch_size
-    common = dict(datapath=datapath, **overrides)
-    costs = calibrate(batch, test_images, **common)
-    epochs, per_epoch = plan(60 * minutes, costs, batch, tta=True)
+    common = dict(datapath=datapath, test_limit=test_images, progress="off", **overrides)
+    costs = calibrate(preset_config("cpu-quick", **common))
+    batch = preset_config("cpu-quick", **common).batch_size
+    epochs, per_epoch = plan(60 * minutes, costs, batch, final_eval_s=2 * costs.eval_s)  # TTA: 2x
     print(f"{name}: {costs.train_images_per_s:.0f} train images/s, {costs.eval_s:.1f} s per "
           f"evaluation, {costs.startup_s:.1f} s start-up: {epochs} x {per_epoch:,} images",
           flush=True)  # fmt: skip
-    limit = None if per_epoch == TRAIN_SIZE else per_epoch
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result, wall = timed_train(out, epochs=epochs, train_limit=limit, test_limit=test_images,
-                                   **common)  # fmt: skip
-        tta = final_tta_accuracy(Path(out), datapath, test_images)
+        config = preset_config(
+            "cpu-quick", out=out, epochs=epochs, epoch_images=per_epoch, **common
+        )
+        result, wall = timed_train(config)
+        tta = final_accuracy(Path(out), datapath, test_images, tta=True)
         wall_tta = time.perf_counter() - start
     return [
         f"{minutes:g}", name, f"{epochs} x {per_epoch:,}", result["step"], f"{wall / 60:.1f}",

@@ -1,4 +1,5 @@
-"""nbval checks the stored outputs of notebooks 01-04, which were made from the real CIFAR-10.
+"""nbval checks the stored outputs of notebooks 01-04, which were made from the real CIFAR-10,
+and of 07, which plots the committed ablation results (no data needed).
 
 Notebooks 05 (training) and 06 (results) store outputs of a real training run, which a CPU
 cannot reproduce; tests/test_notebooks_run.py executes them with papermill on tiny parameters.

@@ -181,6 +181,19 @@ def test_device_loader_replays_an_epoch_and_changes_across_epochs():
     assert not torch.equal(first[0][0], plain)  # augmented
 
 
+def test_epoch_images_draws_a_fresh_subset_each_epoch():
+    images, ids = labelled_images(100)
+    loader = D.DeviceLoader(images, ids, 10, train=True, seed=3, epoch_images=30)
+    assert len(loader) == 3
+    subsets = [set(torch.cat([y for _, y in epoch_batches(loader, e)]).tolist()) for e in (0, 1)]
+    assert all(len(s) == 30 for s in subsets) and subsets[0] != subsets[1]
+    whole = D.shard_indices(100, shuffle=True, seed=3, epoch=1)
+    assert sorted(subsets[1]) == sorted(whole[:30].tolist())  # the first 30 of the epoch's order
+    shares = [D.shard_indices(100, shuffle=True, seed=3, epoch=1, rank=r, world_size=2, limit=30)
+              for r in range(2)]  # fmt: skip
+    assert sorted(torch.cat(shares).tolist()) == sorted(whole[:30].tolist())
+
+
 def test_device_loader_eval_is_plain_and_ordered():
     images, ids = labelled_images(20)
     loader = D.DeviceLoader(images, ids, 8, train=False)

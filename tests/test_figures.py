@@ -18,6 +18,7 @@ EXPECTED = {
     "relative_index.png": ("PNG", 1),
     "attention_bias.png": ("PNG", 1),
     "vit.gif": ("GIF", 2),
+    "ablations.png": ("PNG", 1),
 }
 
 

@@ -131,6 +131,42 @@ def test_bad_configurations_are_refused():
         ModelConfig(stem="vgg")
     with pytest.raises(ValueError, match="patch_size must be a power of two, got 6"):
         ModelConfig(image_size=36, patch_size=6, stem="conv")
+    with pytest.raises(ValueError, match="relative_position must be True or False, got 'no'"):
+        ModelConfig(relative_position="no")
+    with pytest.raises(ValueError, match="gain_init must be a finite number, got nan"):
+        ModelConfig(gain_init=float("nan"))
+    with pytest.raises(ValueError, match=r"depth must be 6n \+ 2 \(8, 14, 20, 32, ...\), got 18"):
+        vitlib.create_model("resnet20_cifar10", depth=18)
+
+
+def test_ablation_switches():
+    """Each ingredient can be switched off (notebook 07): its parameters are gone, the teaching
+    and fast forms still agree, and the residual gains start where asked."""
+    for switch, removed in (
+        ("relative_position", "rel_pos"),
+        ("absolute_position", "pos_embedding"),
+    ):
+        model = vitlib.create_model("vit_cifar10_small", **{switch: False}, gain_init=1.0)
+        assert not any(removed in name for name, _ in model.named_parameters())
+        assert all(b.gamma_attn.item() == b.gamma_mlp.item() == 1.0 for b in model.blocks)
+        x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            fast = model.eval()(x)
+            assert torch.allclose(model.set_attention("reference")(x), fast, atol=1e-5)
+    attn = vitlib.create_model("vit_cifar10_small", relative_position=False).blocks[0].attn
+    assert attn.rel_pos is None and attn.bias() is None
+    maps = attn.attention_map(torch.randn(2, 64, 128))
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 4, 64))
+
+
+def test_resnet20_is_he_et_al_cifar_resnet():
+    """ResNet-20 for CIFAR (He et al. 2016, 0.27M parameters): 3 stages of 3 BasicBlocks."""
+    model = vitlib.create_model("resnet20_cifar10")
+    assert count_parameters(model) == 272_474
+    assert len(model.stages) == 3 and all(len(stage) == 3 for stage in model.stages)
+    features = model.stages(model.stem(torch.rand(2, 3, 32, 32)))
+    assert features.shape == (2, 64, 8, 8) and model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert vitlib.create_model("resnet20_cifar10", depth=32).config.depth == 32
 
 
 def test_bad_inputs_are_refused():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -20,13 +21,11 @@ EXTRA_KEYS = (
     "metadata.papermill cell.metadata.papermill metadata.widgets metadata.language_info.version"
 )
 ROOT = Path(__file__).resolve().parents[1]
-REPOSITORY = re.search(r'^Repository = "(https://github.com/[^"]+)"$',
-                       (ROOT / "pyproject.toml").read_text(), re.M).group(1)  # fmt: skip
-OWNER_NAME = REPOSITORY.removeprefix("https://github.com/")
-BADGE = f"https://colab.research.google.com/github/{OWNER_NAME}/blob/main/notebooks/{{}}"
+_spec = importlib.util.spec_from_file_location("colab_links", ROOT / "notebooks" / "colab_links.py")
+colab_links = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(colab_links)
+REPOSITORY = colab_links.repository()
 IDS = [path.name for path in NOTEBOOKS]
-# Links to this repository as the notebooks and README write them (Colab, pip, GitHub).
-REPO_LINK = re.compile(r"(?:colab\.research\.google\.com/github|github\.com)/([\w.-]+/vitlib)\b")
 
 
 def code_of(nb) -> str:
@@ -87,8 +86,9 @@ def test_metadata_and_counts(path):
 def test_starts_with_colab_badge(path):
     nb = nbformat.read(path, as_version=4)
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and BADGE.format(path.name) in first.source, (
-        f"{path.name} must open with a Colab badge linking to {BADGE.format(path.name)}"
+    badge = colab_links.badge(REPOSITORY, path.name)
+    assert first.cell_type == "markdown" and first.source.startswith(badge), (
+        f"{path.name} must open with its Colab badge: {badge}"
     )
 
 
@@ -173,12 +173,25 @@ if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
 
 
-@pytest.mark.parametrize("path", [*NOTEBOOKS, ROOT / "README.md"], ids=[*IDS, "README.md"])
-def test_repository_links_agree_with_pyproject(path):
-    """Badges, install cells and links name the repository of pyproject's [project.urls]."""
-    found = set(REPO_LINK.findall(path.read_text()))
-    assert found <= {OWNER_NAME}, (
-        f"{path.name} links to {sorted(found - {OWNER_NAME})}, pyproject.toml names {OWNER_NAME}; "
-        f"update with: sed -i 's#{sorted(found - {OWNER_NAME})[0]}#{OWNER_NAME}#g' "
-        "README.md notebooks/*.ipynb"
+def test_colab_links_are_generated_from_pyproject():
+    """Every badge, install cell and repository link is what notebooks/colab_links.py writes
+    from pyproject's [project.urls] Repository."""
+    changed = colab_links.rendered_files(REPOSITORY)
+    assert not changed, (
+        f"{[p.name for p in changed]} name another repository than pyproject.toml's {REPOSITORY}; "
+        "run: python notebooks/colab_links.py"
     )
+
+
+def test_colab_links_follow_a_new_address():
+    """Another address in pyproject.toml reaches every badge, install line and link."""
+    moved = "https://github.com/someone/vitlib"
+    changed = colab_links.rendered_files(moved)
+    assert set(changed) == {ROOT / "README.md", *NOTEBOOKS}
+    for path, text in changed.items():
+        assert "vitlib-org" not in text.replace("`vitlib-org`", ""), path.name
+        assert "someone/vitlib" in text, path.name
+    install = colab_links.render(
+        '%pip install --quiet "vitlib @ git+https://github.com/a/vitlib"', moved
+    )
+    assert install == f'%pip install --quiet "vitlib @ git+{moved}"'

@@ -1,9 +1,11 @@
-"""Execute the training and results notebooks (05, 06) with papermill on tiny parameters.
+"""Execute the training, results and ablation notebooks (05, 06, 07) with papermill on tiny
+parameters.
 
-Their stored outputs come from the 20-minute run of the shipped model, which a test cannot
-repeat (nbval leaves them out, see notebooks/conftest.py); these tests check that they run end
-to end on the real data, write what they promise, and refuse bad parameters with an error
-naming them."""
+05 and 06 store the outputs of the 20-minute run of the shipped model, which a test cannot
+repeat (nbval leaves them out, see notebooks/conftest.py); 07 stores a plot of the committed
+ablation results, which nbval checks, and its ``rerun`` path trains here on a tiny model. These
+tests check that they run end to end on the real data, write what they promise, and refuse bad
+parameters with an error naming them."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ nbformat = pytest.importorskip("nbformat")
 
 import torch  # noqa: E402
 
+from vitlib.ablations import VARIANTS, read_csv  # noqa: E402
 from vitlib.checkpoint import load_checkpoint  # noqa: E402
 from vitlib.data import load_cifar10  # noqa: E402
 from vitlib.evaluate import evaluate_model, load_model  # noqa: E402
@@ -138,3 +141,23 @@ def test_results_notebook_names_a_missing_checkpoint(tmp_path):
         execute("06_results.ipynb", tmp_path / "06.ipynb", checkpoint=str(missing))
     assert "FileNotFoundError" in str(error.value)
     assert str(missing) in str(error.value) and "05_training.ipynb" in str(error.value)
+
+
+def test_ablations_notebook_reruns_tiny(cifar_root, tmp_path):
+    """07 with rerun=True trains every variant (tiny model, seconds each) and tabulates them."""
+    text = execute(
+        "07_ablations.ipynb", tmp_path / "07.ipynb", rerun=True, tiny=True, minutes=0.05,
+        seeds=[0], datapath=str(cifar_root), out=str(tmp_path / "runs"),
+    )  # fmt: skip
+    runs = read_csv(tmp_path / "runs" / "ablations.csv")
+    assert [r["variant"] for r in runs] == list(VARIANTS)
+    assert f"{len(VARIANTS)} runs" in text and str(tmp_path / "runs") in text
+    assert "ResNet-20 (a CNN)" in text and "points:" in text
+
+
+def test_ablations_notebook_refuses_a_bad_parameter(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        execute("07_ablations.ipynb", tmp_path / "07.ipynb", rerun=True, minutes=-1,
+                out=str(tmp_path / "runs"))  # fmt: skip
+    assert "minutes=-1: expected a number of minutes > 0" in str(error.value)
+    assert not (tmp_path / "runs").exists()

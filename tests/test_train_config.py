@@ -66,7 +66,8 @@ def test_all_problems_in_one_error():
         "betas=(0.9, 1.5) is out of range: two numbers in [0, 1)",
         "label_smoothing=1.0 is out of range: [0, 1)",
         "ema=1.0 is out of range: [0, 1)",
-        "model='vit_huge' is unknown: choose one of ['vit_cifar10_patch2_input32', 'vit_cifar10_small']",
+        "model='vit_huge' is invalid: unknown model 'vit_huge': choose one of "
+        "['resnet20_cifar10', 'vit_cifar10_patch2_input32', 'vit_cifar10_small']",
         "device='cuda:7' is not available",
     ):
         assert expected in message
@@ -79,6 +80,14 @@ def test_batch_size_against_dataset_and_processes():
         validate(TrainConfig(train_limit=100))
     with pytest.raises(ValueError, match="divisible by the 3 process"):
         validate(TrainConfig(), world_size=3)
+
+
+def test_epoch_images_against_the_training_images():
+    with pytest.raises(ValueError, match=r"epoch_images=60000 is out of range: 1\.\.49000 "):
+        validate(TrainConfig(epoch_images=60_000, val_split=1000))
+    with pytest.raises(ValueError, match=r"batch_size=128 is out of range: 1\.\.100 \(the "
+                       r"training images of one epoch\)"):  # fmt: skip
+        validate(TrainConfig(epoch_images=100, device="cpu"))
 
 
 def test_schedule_shape_checks():

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .relpos import RelativePositionBias
 
@@ -65,33 +66,41 @@ def biased_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
     """``softmax(Q K^T * scale + bias) V`` via ``scaled_dot_product_attention``.
 
-    queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` -> ``(B, heads, N, d)``.
+    queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` or ``None`` (no bias)
+    -> ``(B, heads, N, d)``.
 
     On CUDA the fused kernels take the additive bias (and return its gradient) directly, and so
-    does the CPU flash kernel when no gradient is needed. On a CPU, PyTorch runs a bias that
-    needs a gradient through its unfused math kernel, which writes
+    does the CPU flash kernel when no gradient is needed. When a gradient is needed on a CPU,
+    PyTorch runs a bias that needs one through its unfused math kernel, which writes
     ``(B, heads, N, N)`` scores to memory; running it on chunks of ``CPU_CHUNK`` images keeps
-    each chunk's scores in cache, about 2x faster on 2 cores (``bench/model_speed.py``).
+    each chunk's scores in cache, about 2x faster on 2 cores (``bench/model_speed.py``). Without
+    a bias it would pick the CPU flash kernel, whose backward is slower still on these small
+    heads (339 vs 388 training images/s for ``vit_cifar10_small``, eager, bf16, 2 cores), so the
+    chunked math kernel serves both: an ablation without the bias then measures the bias, not a
+    kernel.
     """
-    bias = bias.unsqueeze(0)  # (1, heads, N, N): the 4-D mask the fused kernels accept
-    if queries.device.type != "cpu" or not bias.requires_grad:
+    if bias is not None:
+        bias = bias.unsqueeze(0)  # (1, heads, N, N): the 4-D mask the fused kernels accept
+    needs_grad = queries.requires_grad or (bias is not None and bias.requires_grad)
+    if queries.device.type != "cpu" or not needs_grad:
         return F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias, scale=scale)
     chunks = zip(queries.split(CPU_CHUNK), keys.split(CPU_CHUNK), values.split(CPU_CHUNK))
-    return torch.cat(
-        [F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale) for q, k, v in chunks]
-    )
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.cat([F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+                          for q, k, v in chunks])  # fmt: skip
 
 
 class SelfAttention2d(nn.Module):
     """Multi-head self-attention over the tokens of an ``H x W`` feature map.
 
     Input and output are tokens ``(B, N, C)``, ``N = H * W`` in row-major order
-    (``rearrange(map, "b c h w -> b (h w) c")``).
+    (``rearrange(map, "b c h w -> b (h w) c")``). ``relative_position=False`` drops the relative
+    position bias (``rel_pos`` is then ``None``): an ablation, not a model to use.
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class SelfAttention2d(nn.Module):
         grid: tuple[int, int],
         form: str = "fast",
         projection: str = "pointwise",
+        relative_position: bool = True,
     ):
         super().__init__()
         check_attention(dim, head_channels, form, projection)
@@ -122,7 +132,7 @@ class SelfAttention2d(nn.Module):
         self.to_keys = nn.Conv2d(dim, dim, kernel_size=1)
         self.to_values = nn.Conv2d(dim, dim, kernel_size=1)
         self.unifyheads = nn.Conv2d(dim, dim, kernel_size=1)
-        self.rel_pos = RelativePositionBias(self.heads, *grid)
+        self.rel_pos = RelativePositionBias(self.heads, *grid) if relative_position else None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens ``(B, N, C)`` -> ``(B, N, C)``."""
@@ -142,8 +152,9 @@ class SelfAttention2d(nn.Module):
         queries = self.to_queries(x).view(b, self.heads, self.head_channels, -1)  # (B, heads, d, N)
 
         att = keys.transpose(-2, -1) @ queries  # (B, heads, N_k, N_q): att[k, q] = k . q
-        bias = self.rel_pos().transpose(-2, -1)  # (heads, N_k, N_q), keys first like att
-        att = att * self.scale + bias
+        att = att * self.scale
+        if self.rel_pos is not None:
+            att = att + self.rel_pos().transpose(-2, -1)  # (heads, N_k, N_q), keys first like att
         att = F.softmax(att, dim=-2)  # normalise over the keys of each query
 
         out = values @ att  # (B, heads, d, N_q): out[:, q] = sum_k att[k, q] v_k
@@ -155,8 +166,8 @@ class SelfAttention2d(nn.Module):
         """Fused projection + ``scaled_dot_product_attention``, tokens-last layout throughout."""
         b, n, c = tokens.shape
         queries, keys, values = self.project(tokens)
-        rel_bias = self.rel_pos().to(queries.dtype)  # (heads, N_q, N_k), broadcast over B
-        out = biased_attention(queries, keys, values, rel_bias, self.scale)  # (B, heads, N, d)
+        bias = self.bias(queries.dtype)  # (heads, N_q, N_k), broadcast over B
+        out = biased_attention(queries, keys, values, bias, self.scale)  # (B, heads, N, d)
         out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C), heads concatenated
         return F.linear(out, self.unifyheads.weight.flatten(1), self.unifyheads.bias)
 
@@ -177,10 +188,16 @@ class SelfAttention2d(nn.Module):
         queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         return queries, keys, values
 
+    def bias(self, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        """The relative position bias ``(heads, N_q, N_k)`` in ``dtype`` (``None`` without one)."""
+        return None if self.rel_pos is None else self.rel_pos().to(dtype)
+
     def attention_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """The attention probabilities ``(B, heads, N_q, N_k)``; each row sums to 1."""
         queries, keys, _ = self.project(tokens)
-        scores = queries @ keys.transpose(-2, -1) * self.scale + self.rel_pos()
+        scores = queries @ keys.transpose(-2, -1) * self.scale
+        if self.rel_pos is not None:
+            scores = scores + self.rel_pos()
         return scores.softmax(dim=-1)
 
     def extra_repr(self) -> str:

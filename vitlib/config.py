@@ -49,6 +49,11 @@ class TrainConfig:
         "hold out the last N training images to validate on: best.pt is then selected on them, "
         "not on the test set (0: no validation set; best.pt is selected on the test set)",
     )
+    epoch_images: int | None = _f(
+        None,
+        "train on a fresh random N of the training images each epoch (default: all of them): "
+        "shorter epochs, so more evaluations and a finer curve for the same images seen",
+    )
     augment: Policy = _f(
         "recipe",
         "train augmentation: 'recipe' (TrivialAugmentWide, flip, crop, random erasing: RECIPE.md), "
@@ -253,6 +258,7 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
     """(field, check, allowed values, fields the check also reads) for every ranged field."""
     n_images = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
     n_train = n_images - c.val_split if isinstance(c.val_split, int) else n_images
+    per_epoch = min(n_train, c.epoch_images) if isinstance(c.epoch_images, int) else n_train
     literal = [
         (name, lambda name=name: getattr(c, name) in choices(name), f"one of {list(choices(name))}", ())
         for name in (f.name for f in dataclasses.fields(TrainConfig)) if choices(name)
@@ -266,9 +272,11 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
          f"1..{TEST_SIZE} or None", ()),
         ("val_split", lambda: 0 <= c.val_split < n_images,
          f"0..{n_images - 1} (held out of the {n_images} training images)", ("train_limit",)),
-        ("batch_size", lambda: 1 <= c.batch_size <= n_train and c.batch_size % world_size == 0,
-         f"1..{n_train} (the training images used) and divisible by the {world_size} "
-         "process(es)", ("train_limit", "val_split")),
+        ("epoch_images", lambda: c.epoch_images is None or 1 <= c.epoch_images <= n_train,
+         f"1..{n_train} (the training images used) or None", ("train_limit", "val_split")),
+        ("batch_size", lambda: 1 <= c.batch_size <= per_epoch and c.batch_size % world_size == 0,
+         f"1..{per_epoch} (the training images of one epoch) and divisible by the {world_size} "
+         "process(es)", ("train_limit", "val_split", "epoch_images")),
         ("mix_alpha", lambda: 0 < c.mix_alpha < math.inf, "a finite number > 0", ()),
         ("mix_prob", lambda: 0 <= c.mix_prob <= 1, "[0, 1]", ()),
         ("lr", lambda: 0 < c.lr < math.inf, "a finite number > 0", ()),
@@ -293,17 +301,14 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
 
 
 def _check_model(c: TrainConfig, errors: list[str]) -> None:
-    from .model import ModelConfig, list_models
+    from .model import PRESETS as MODELS
+    from .model import model_config
 
-    if c.model not in list_models():
-        errors.append(f"model={c.model!r} is unknown: choose one of {list_models()}")
-        return
     try:
-        from .model import PRESETS as MODEL_PRESETS
-
-        ModelConfig(**{**MODEL_PRESETS[c.model], **c.model_overrides})
+        model_config(c.model, **c.model_overrides)
     except (TypeError, ValueError) as e:
-        errors.append(f"model_overrides={c.model_overrides!r} is invalid: {e}")
+        name = "model" if c.model not in MODELS else "model_overrides"
+        errors.append(f"{name}={getattr(c, name)!r} is invalid: {e}")
 
 
 def _check_device(c: TrainConfig, errors: list[str]) -> None:

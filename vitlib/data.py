@@ -180,6 +180,7 @@ def shard_indices(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = True,
+    limit: int | None = None,
 ) -> Tensor:
     """This rank's sample indices (CPU int64) for one epoch.
 
@@ -187,7 +188,9 @@ def shard_indices(
     takes every world_size-th entry from r (``DistributedSampler``'s rule). Global batch b, the
     entries b*B..(b+1)*B-1 of the order, is then split over the ranks whatever their number.
     With ``drop_last`` the order is first cut to a multiple of world_size, so shares are disjoint
-    and equal; otherwise they are disjoint, cover all n, and differ in size by at most one."""
+    and equal; otherwise they are disjoint, cover all n, and differ in size by at most one.
+    ``limit`` keeps the first ``limit`` entries of the order: with ``shuffle``, a fresh random
+    subset of the n samples each epoch."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be in 0..world_size-1 (world_size={world_size})")
     if shuffle:
@@ -195,8 +198,9 @@ def shard_indices(
         order = torch.randperm(n, generator=generator)
     else:
         order = torch.arange(n)
+    order = order[:limit]
     if drop_last:
-        order = order[: n - n % world_size]
+        order = order[: len(order) - len(order) % world_size]
     return order[rank::world_size]
 
 
@@ -213,7 +217,8 @@ class DeviceLoader:
     ``augment`` names the policy (``vitlib.augment.POLICIES``: ``"recipe"``, ``"flip-crop"``,
     ``"none"``); ``"none"`` keeps the training shuffle but only converts to float.
     ``drop_last`` (default: ``train``) drops the last partial batch and the remainder that does
-    not split evenly over ranks."""
+    not split evenly over ranks. ``epoch_images`` makes each epoch a fresh random subset of that
+    many images (default: all)."""
 
     def __init__(
         self,
@@ -228,6 +233,7 @@ class DeviceLoader:
         world_size: int = 1,
         drop_last: bool | None = None,
         augment: str = "recipe",
+        epoch_images: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise ValueError(
@@ -244,6 +250,7 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.epoch = self.start_batch = 0
+        self.epoch_images = epoch_images
         self.augment = TrainAugment(policy=augment)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -259,6 +266,7 @@ class DeviceLoader:
             rank=self.rank,
             world_size=self.world_size,
             drop_last=self.drop_last,
+            limit=self.epoch_images,
         )
 
     def __len__(self) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 from .checkpoint import compare_with_model, load_checkpoint
 from .data import CLASSES, load_cifar10
 from .hardware import autocast
-from .model import ModelConfig, RelViT
+from .model import RelViT, create_model
 from .pretrained import list_pretrained, load_pretrained
 
 
@@ -46,13 +46,13 @@ def eval_mode(model: nn.Module, *, no_grad: bool = True) -> Iterator[nn.Module]:
             module.training = training
 
 
-def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[RelViT, dict]:
+def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model saved in a checkpoint, in eval mode on ``device``.
 
     Uses the EMA weights when the checkpoint has them (``state["ema"]``), else ``state["model"]``.
     Returns (model, checkpoint state)."""
     state = load_checkpoint(checkpoint, map_location=device)
-    model = RelViT(ModelConfig(**state["model_config"]))
+    model = create_model(state["model_name"], **state["model_config"])
     problems = compare_with_model(state, model)
     if problems:
         raise ValueError(f"{checkpoint} does not match its own model config: {problems}")

@@ -175,7 +175,7 @@ def load_data(config: TrainConfig, info: distributed.DistInfo) -> tuple[DeviceLo
     loader = DeviceLoader(
         images[:kept], labels[:kept], config.batch_size // info.world_size, train=True,
         device=info.device, augment=config.augment, seed=config.seed, rank=info.rank,
-        world_size=info.world_size,
+        world_size=info.world_size, epoch_images=config.epoch_images,
     )  # fmt: skip
     return loader, eval_sets
 
@@ -256,7 +256,9 @@ def describe(state: TrainState) -> str:
     c, info = state.config, state.info
     return (
         f"{c.model}: {sum(p.numel() for p in state.model.parameters()):,} parameters, "
-        f"{len(state.loader.labels):,} train / "
+        f"{len(state.loader.labels):,} train"
+        + (f" (a random {c.epoch_images:,} per epoch)" if c.epoch_images else "")
+        + " / "
         f"{len(state.eval_sets['test'][1]):,} test images, {len(state.loader)} steps per epoch "
         f"x {c.epochs} epochs on {info.device}"
         + (f" x {info.world_size} processes" if info.world_size > 1 else "")

@@ -19,6 +19,7 @@ map is the same computation), and the MLP's 1x1 convolutions are per-token linea
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 
 from .attention import SelfAttention2d, check_attention
 from .patching import PatchStem, StridedConvStem, check_patch_size, check_power_of_two
+from .resnet import ResNet, ResNetConfig
 
 STEMS = {"patch": PatchStem, "conv": StridedConvStem}
 
@@ -47,6 +49,10 @@ class ModelConfig:
     head_dropout: float = 0.3  # before the classifier
     attention: str = "fast"  # "fast" or "reference" (same weights, same numbers)
     projection: str = "pointwise"  # "pointwise" (1x1, the seed) or "depthwise" (3x3 + 1x1)
+    # Ablations (notebook 07): each ingredient can be switched off; the defaults are the model.
+    relative_position: bool = True  # a learned relative position bias in every attention layer
+    absolute_position: bool = True  # a learned position embedding added after the stem
+    gain_init: float = 0.0  # initial value of the residual gains (ReZero: 0; 1 is a plain ViT)
 
     def __post_init__(self) -> None:
         check_patch_size(self.image_size, self.patch_size)
@@ -68,6 +74,11 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        for name in ("relative_position", "absolute_position"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.gain_init, (int, float)) or not math.isfinite(self.gain_init):
+            raise ValueError(f"gain_init must be a finite number, got {self.gain_init!r}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}: choose one of {list(STEMS)}")
         if self.stem == "conv":
@@ -110,8 +121,9 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.dim)
         self.attn = SelfAttention2d(
-            config.dim, config.head_channels, config.grid, config.attention, config.projection
-        )
+            config.dim, config.head_channels, config.grid, config.attention, config.projection,
+            config.relative_position,
+        )  # fmt: skip
         self.norm2 = nn.LayerNorm(config.dim)
         self.mlp = MLP(config.dim, config.mlp_ratio * config.dim)
         self.dropout = nn.Dropout(config.dropout)
@@ -135,7 +147,11 @@ class RelViT(nn.Module):
         self.stem = STEMS[config.stem](
             config.in_channels, config.stem_channels, config.dim, config.patch_size
         )
-        self.pos_embedding = nn.Parameter(torch.zeros(config.dim, height, width))
+        self.pos_embedding = (
+            nn.Parameter(torch.zeros(config.dim, height, width))
+            if config.absolute_position
+            else None
+        )
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
         self.act = nn.GELU()
@@ -146,7 +162,7 @@ class RelViT(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """RECIPE.md: Kaiming-normal (fan-in) conv/linear weights, zero biases, LayerNorm 1/0,
-        position embedding and relative tables N(0, 0.02), residual gains 0."""
+        position embedding and relative tables N(0, 0.02), residual gains 0 (``gain_init``)."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in")
@@ -154,11 +170,13 @@ class RelViT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
                 module.reset_parameters()  # weight 1, bias 0 (and fresh BatchNorm statistics)
-        nn.init.normal_(self.pos_embedding, std=0.02)
+        if self.pos_embedding is not None:
+            nn.init.normal_(self.pos_embedding, std=0.02)
         for block in self.blocks:
-            nn.init.normal_(block.attn.rel_pos.table, std=0.02)
-            nn.init.zeros_(block.gamma_attn)
-            nn.init.zeros_(block.gamma_mlp)
+            if block.attn.rel_pos is not None:
+                nn.init.normal_(block.attn.rel_pos.table, std=0.02)
+            nn.init.constant_(block.gamma_attn, self.config.gain_init)
+            nn.init.constant_(block.gamma_mlp, self.config.gain_init)
 
     def check_input(self, images: torch.Tensor) -> None:
         """Raise a ``ValueError`` naming the problem unless ``images`` is ``(B, C, H, W)`` as configured."""
@@ -181,7 +199,9 @@ class RelViT(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """images ``(B, 3, H, W)`` -> tokens after the last block ``(B, N, C)``."""
         self.check_input(images)
-        x = self.stem(images) + self.pos_embedding  # (B, C, H/p, W/p)
+        x = self.stem(images)  # (B, C, H/p, W/p)
+        if self.pos_embedding is not None:
+            x = x + self.pos_embedding
         x = rearrange(x, "b c h w -> b (h w) c")  # (B, N, C)
         for block in self.blocks:
             x = block(x)
@@ -200,10 +220,10 @@ class RelViT(nn.Module):
         return self
 
 
-# Presets: name -> keyword arguments of ModelConfig.
-PRESETS: dict[str, dict] = {
+# Presets: name -> (model class, config class, keyword arguments of the config).
+PRESETS: dict[str, tuple[type[nn.Module], type, dict]] = {
     # The model of the reference run (RECIPE.md): 6,482,138 parameters.
-    "vit_cifar10_patch2_input32": {},
+    "vit_cifar10_patch2_input32": (RelViT, ModelConfig, {}),
     # Same family, built to learn in minutes on a CPU: 64 tokens of width 128 after a strided
     # convolutional stem (32x32x32 -> 64x16x16 -> 128x8x8), 4 blocks with 4 heads, MLP ratio 2,
     # one depthwise 3x3 shared by the q/k/v projections (inspired by CvT; see vitlib.attention
@@ -212,16 +232,22 @@ PRESETS: dict[str, dict] = {
     # bench/RESULTS.md ("cpu-quick design", test accuracy): conv stem 55.2% vs 47.8% (both 6
     # blocks), 4 blocks instead of 6 58.5%, then MLP ratio 2 60.0% (faster per image), then no
     # head dropout 62.6%.
-    "vit_cifar10_small": {
-        "patch_size": 4,
-        "stem": "conv",
-        "stem_channels": 32,
-        "dim": 128,
-        "depth": 4,
-        "mlp_ratio": 2,
-        "head_dropout": 0.0,
-        "projection": "depthwise",
-    },
+    "vit_cifar10_small": (
+        RelViT,
+        ModelConfig,
+        {
+            "patch_size": 4,
+            "stem": "conv",
+            "stem_channels": 32,
+            "dim": 128,
+            "depth": 4,
+            "mlp_ratio": 2,
+            "head_dropout": 0.0,
+            "projection": "depthwise",
+        },
+    ),
+    # The CNN baseline of notebook 07: ResNet-20 for CIFAR (He et al. 2016), 0.27M parameters.
+    "resnet20_cifar10": (ResNet, ResNetConfig, {"depth": 20}),
 }
 
 
@@ -230,15 +256,24 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
-def create_model(name: str, **overrides) -> RelViT:
-    """Build a preset, e.g. ``create_model("vit_cifar10_patch2_input32", attention="reference")``.
-
-    ``overrides`` are :class:`ModelConfig` fields that replace the preset's values.
-    """
+def model_config(name: str, **overrides) -> ModelConfig | ResNetConfig:
+    """The config of preset ``name`` with ``overrides`` (its fields) replacing the preset's
+    values; a ``ValueError`` names an unknown model or option, or a bad value."""
     if name not in PRESETS:
         raise ValueError(f"unknown model {name!r}: choose one of {list_models()}")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    _, config_class, preset = PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown model option(s) {unknown}: valid options are {sorted(fields)}")
-    return RelViT(ModelConfig(**{**PRESETS[name], **overrides}))
+    return config_class(**{**preset, **overrides})
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a preset, e.g. ``create_model("vit_cifar10_patch2_input32", attention="reference")``.
+
+    ``overrides`` are fields of the preset's config (:class:`ModelConfig` for the Vision
+    Transformers) that replace the preset's values.
+    """
+    config = model_config(name, **overrides)
+    return PRESETS[name][0](config)

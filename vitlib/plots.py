@@ -449,6 +449,36 @@ def plot_training(
     return fig
 
 
+def ablation_figure(runs: list[dict], curves: list[dict]) -> Figure:
+    """Two panels for the rows of ``vitlib.ablations``: test accuracy against wall time, one line
+    per run (a colour per variant, the full model in black), and the final accuracy of every run
+    on all test images, one row per variant with its mean marked."""
+    names = list(dict.fromkeys(r["variant"] for r in runs))
+    colours = {name: "black" if i == 0 else f"C{i - 1}" for i, name in enumerate(names)}
+    fig = Figure(figsize=(13, 4.6), layout="constrained")
+    curve_ax, final_ax = fig.subplots(1, 2, width_ratios=(1.3, 1))
+    for name in names:
+        for seed in sorted({c["seed"] for c in curves if c["variant"] == name}):
+            rows = [c for c in curves if c["variant"] == name and c["seed"] == seed]
+            label = name if seed == min(c["seed"] for c in curves if c["variant"] == name) else None
+            curve_ax.plot([c["wall_s"] / 60 for c in rows], [100 * c["test_acc"] for c in rows],
+                          color=colours[name], lw=1.2, label=label)  # fmt: skip
+    curve_ax.set(title="test accuracy during training (test subset)", xlabel="wall time (min)",
+                 ylabel="test accuracy (%)")  # fmt: skip
+    curve_ax.legend(fontsize=7, ncol=2)
+    for row, name in enumerate(names):
+        accs = [100 * r["test_acc"] for r in runs if r["variant"] == name]
+        final_ax.scatter(accs, [row] * len(accs), color=colours[name], s=18, zorder=3)
+        final_ax.plot([sum(accs) / len(accs)] * 2, [row - 0.3, row + 0.3], color=colours[name])
+    final_ax.set_yticks(range(len(names)), names, fontsize=8)
+    final_ax.invert_yaxis()
+    final_ax.set(title="final accuracy, all test images (dots: seeds; bar: mean)",
+                 xlabel="test accuracy (%)")  # fmt: skip
+    for ax in (curve_ax, final_ax):
+        ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_confusion(confusion, classes: tuple[str, ...]) -> Figure:
     """The confusion matrix (K, K) (rows: true class) as row percentages with counts, and the
     per-class accuracy (its diagonal over the row sums) as bars."""
@@ -568,7 +598,10 @@ def readme_figures(out: str | Path = "Images", datapath: str | None = None) -> l
     """Write every figure of the README into ``out`` (``patch_grid.png``,
     ``relative_index.png``, ``attention_bias.png``, ``vit.gif``) from CIFAR-10 test image
     ``SAMPLE_INDEX`` (``datapath``: the folder holding cifar-10-batches-py/, default
-    ``$VITLIB_DATA``). Returns the files' paths."""
+    ``$VITLIB_DATA``), and ``ablations.png`` from the committed ablation results. Returns the
+    files' paths."""
+    from .ablations import read_csv, results_dir  # imports the training engine: only here
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = load_cifar10(datapath, split="test", limit=SAMPLE_INDEX + 1)
@@ -590,10 +623,10 @@ def readme_figures(out: str | Path = "Images", datapath: str | None = None) -> l
     attention_bias_figure(image, table, query=(5, 9)).savefig(out / "attention_bias.png", dpi=100)
 
     vit_animation(image, out / "vit.gif")
-    return [
-        out / name
-        for name in ("patch_grid.png", "relative_index.png", "attention_bias.png", "vit.gif")
-    ]
+    results = [read_csv(results_dir() / f) for f in ("ablations.csv", "ablation_curves.csv")]
+    ablation_figure(*results).savefig(out / "ablations.png", dpi=100)
+    names = ("patch_grid.png", "relative_index.png", "attention_bias.png", "vit.gif", "ablations.png")
+    return [out / name for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:

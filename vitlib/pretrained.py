@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .checkpoint import write_atomic
-from .model import ModelConfig, RelViT
+from .model import RelViT, create_model
 
 HEADER_KEY = "vitlib"
 
@@ -52,7 +52,7 @@ def load_pretrained(name: str, device: str | torch.device = "cpu") -> RelViT:
     """The shipped model ``name`` in eval mode on ``device``, with ``model.pretrained_info``
     (its provenance, ``test_acc`` as a fraction)."""
     info = pretrained_info(name)
-    model = RelViT(ModelConfig(**info["model_config"]))
+    model = create_model(info["model"], **info["model_config"])
     weights = load_file(pretrained_dir() / f"{name}.safetensors", device=str(device))
     model.load_state_dict(weights)
     model.pretrained_info = info

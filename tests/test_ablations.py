@@ -1,0 +1,132 @@
+"""Notebook 07's ablations: the variants, the wall-time plan, the CSV files and their summary."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitlib import ablations
+from vitlib.ablations import VARIANTS, read_csv, results_dir, run_ablations, summarize
+from vitlib.budget import Costs, plan
+from vitlib.config import validate
+from vitlib.model import create_model
+from vitlib.plots import ablation_figure
+
+BENCH = Path(__file__).parents[1] / "bench" / "ablations.py"
+
+
+def test_every_variant_is_a_valid_config_that_changes_one_thing(cifar_root):
+    full = ablations.variant_config("full model", datapath=str(cifar_root))
+    for name in VARIANTS:
+        config = ablations.variant_config(name, datapath=str(cifar_root))
+        validate(config)
+        changed = {k for k in ("model", "augment") if getattr(config, k) != getattr(full, k)}
+        changed |= set(config.model_overrides)
+        assert len(changed) <= 2 and (name == "full model") == (not changed), (name, changed)
+        assert config.compile and config.precision == "bf16"  # cpu-quick as it is
+
+
+def test_variants_remove_what_they_say():
+    """Parameters each position ablation removes: 4 tables of 4 heads x 15 x 15 offsets, and the
+    128 x 8 x 8 absolute embedding."""
+    count = {name: sum(p.numel() for p in create_model(config.model, **config.model_overrides)
+                       .parameters())
+             for name in VARIANTS
+             for config in [ablations.variant_config(name)]}  # fmt: skip
+    tables, embedding = 4 * 4 * 15 * 15, 128 * 8 * 8
+    assert count["full model"] - count["no relative position bias"] == tables
+    assert count["full model"] - count["no absolute position embedding"] == embedding
+    assert count["full model"] - count["no position information"] == tables + embedding
+    assert count["residual gains start at 1"] == count["full model"]
+    assert count["ResNet-20 (a CNN)"] == 272_474
+
+
+def test_plan_fills_the_budget():
+    costs = Costs(train_images_per_s=1000.0, eval_s=2.0, startup_s=10.0)
+    # 97 s - 10 s start-up = 87 s: 7 epochs of 10,000 would leave 3 s; 8 of 8,832 use them
+    assert plan(100.0, costs, batch_size=128, epoch_images=10_000) == (8, 8832)
+    assert plan(100.0, costs, 128, 10_000, final_eval_s=20.0) == (6, 9088)  # 67 s
+    assert plan(14.0, costs, 128) == (1, 1536)  # 1.58 s of training: one epoch of 12 batches
+    assert plan(5.0, costs, 128) == (1, 128)  # not even that: one batch
+
+
+def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypatch):
+    names = ["full model", "ResNet-20 (a CNN)"]
+    runs, curves = run_ablations(0.05, [0], tmp_path, names, str(cifar_root), tiny=True)
+    with open(tmp_path / "ablations.csv") as f:
+        assert next(csv.reader(f)) == ablations.RUN_COLUMNS
+    with open(tmp_path / "ablation_curves.csv") as f:
+        assert next(csv.reader(f)) == ablations.CURVE_COLUMNS
+    assert [r["variant"] for r in runs] == names
+    for run in runs:
+        assert 0 <= run["test_acc"] <= 1 and run["epochs"] >= 1 and run["steps"] >= 1
+        own = [c for c in curves if c["variant"] == run["variant"]]
+        assert [c["epoch"] for c in own] == list(range(1, int(run["epochs"]) + 1))
+        assert all(a["wall_s"] < b["wall_s"] for a, b in zip(own, own[1:]))
+        assert own[-1]["wall_s"] <= run["wall_s"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(ablations, "run_variant", no_training)
+    again, _ = run_ablations(0.05, [0], tmp_path, names, str(cifar_root), tiny=True)
+    assert again == runs
+    for bad, message in [({"variants": ["no gains"]}, "unknown variant 'no gains'"),
+                         ({"minutes": 0}, "minutes=0: expected a number of minutes > 0"),
+                         ({"seeds": [0.5]}, r"seeds=\[0.5\]: expected a non-empty list")]:  # fmt: skip
+        arguments = {"minutes": 0.05, "seeds": [0], "folder": tmp_path / "new", **bad}
+        with pytest.raises(ValueError, match=message):
+            run_ablations(**arguments, datapath=str(cifar_root), tiny=True)
+        assert not (tmp_path / "new").exists()
+
+
+def test_summarize_means_ranges_and_differences():
+    runs = [{"variant": v, "seed": s, "test_acc": a, "wall_s": 300.0}
+            for v, s, a in [("no augmentation", 0, 0.70), ("full model", 0, 0.80),
+                            ("full model", 1, 0.82), ("no augmentation", 1, 0.74)]]  # fmt: skip
+    table = summarize(runs)
+    assert [row["variant"] for row in table] == ["full model", "no augmentation"]  # VARIANTS order
+    full, no_aug = table
+    assert full["mean"] == pytest.approx(0.81) and (full["low"], full["high"]) == (0.80, 0.82)
+    assert no_aug["vs full"] == pytest.approx(-0.09) and no_aug["wall_min"] == 5.0
+
+
+def test_committed_results_cover_every_variant_with_two_seeds():
+    """The CSV files notebook 07 plots: every variant, at least 2 seeds, at least 5 minutes."""
+    runs = read_csv(results_dir() / "ablations.csv")
+    curves = read_csv(results_dir() / "ablation_curves.csv")
+    for name in VARIANTS:
+        own = [r for r in runs if r["variant"] == name]
+        assert len({r["seed"] for r in own}) >= 2, name
+        assert all(r["budget_min"] >= 5 for r in own), name
+        assert any(c["variant"] == name for c in curves), name
+    assert ablation_figure(runs, curves).axes
+
+
+def test_bench_ablations_tiny(tmp_path, cifar_root):
+    results = tmp_path / "RESULTS.md"
+    command = [sys.executable, str(BENCH), "--tiny", "--minutes", "0.05", "--seeds", "0",
+               "--variants", "no position information", "--out", str(tmp_path),
+               "--results", str(results), "--datapath", str(cifar_root)]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = results.read_text()
+    assert "## ablations TINY" in text and "| no position information | 1 |" in text
+    assert read_csv(tmp_path / "ablations.csv")[0]["variant"] == "no position information"
+
+
+def test_model_without_position_information_ignores_token_order():
+    """With neither bias nor embedding (and 1x1 projections, no stem mixing), a block's attention
+    is permutation-equivariant: the ablation really removes all position information there."""
+    model = create_model("vit_cifar10_small", relative_position=False, absolute_position=False,
+                         projection="pointwise", gain_init=1.0).eval()  # fmt: skip
+    tokens = torch.randn(2, 64, 128, generator=torch.Generator().manual_seed(0))
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    block = model.blocks[0]
+    with torch.no_grad():
+        assert torch.allclose(block(tokens[:, perm]), block(tokens)[:, perm], atol=1e-5)
