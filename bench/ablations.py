@@ -7,8 +7,9 @@ time on this machine, each with several seeds.
 
 Writes ``ablations.csv`` (one row per run) and ``ablation_curves.csv`` (one row per epoch) to
 ``--out`` (default: ``vitlib/reference/``, which notebook 07 reads), skipping runs already there,
-and appends the summary table to bench/RESULTS.md. Run nothing else meanwhile: the budget is wall
-time, so a busy machine shortens every run.
+and appends the summary table to bench/RESULTS.md. Run nothing else meanwhile: other work during a
+variant's calibration shrinks its plan (fewer images), and during its training lengthens its wall
+time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from common import RESULTS, markdown_table, record
+from common import add_data_and_results_arguments, markdown_table, record
 
 from vitlib.ablations import VARIANTS, results_dir, run_ablations, summarize
 
@@ -34,18 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(results_dir()), help="folder of the two CSV files")
     parser.add_argument("--tiny", action="store_true",
                         help="a tiny model, not compiled, 200 test images: seconds per run")  # fmt: skip
-    parser.add_argument("--results", default=str(RESULTS), help="markdown file to append to")
-    parser.add_argument("--datapath", default=None,
-                        help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")  # fmt: skip
+    add_data_and_results_arguments(parser)
     args = parser.parse_args(argv)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     runs, _ = run_ablations(args.minutes, args.seeds, args.out, args.variants, args.datapath,
                             args.tiny)  # fmt: skip
     rows = [[r["variant"], r["seeds"], f"{100 * r['mean']:.2f}",
              f"{100 * r['low']:.2f} - {100 * r['high']:.2f}", f"{100 * r['vs full']:+.2f}",
-             f"{r['wall_min']:.1f}"] for r in summarize(runs)]  # fmt: skip
+             f"{r['images']:,.0f}", f"{r['wall_min']:.1f}"] for r in summarize(runs)]  # fmt: skip
     header = ["variant", "seeds", "test acc mean (%)", "lowest - highest (%)", "vs full (points)",
-              "wall per run (min)"]  # fmt: skip
+              "images seen per run", "wall per run (min)"]  # fmt: skip
     notes = (
         f"{'TINY model; ' if args.tiny else ''}cpu-quick variants at {args.minutes:g} min each, "
         f"all runs in {Path(args.out) / 'ablations.csv'} (this and earlier invocations); final "
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         f"before, {', '.join(f'{x:.2f}' for x in os.getloadavg())} at the end"
     )
     record("ablations" + (" TINY" if args.tiny else ""), markdown_table(header, rows),
-           Path(args.results), notes)  # fmt: skip
+           args.results, notes)  # fmt: skip
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import platform
 import shlex
@@ -52,6 +53,13 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def add_data_and_results_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--datapath`` (default: ``$VITLIB_DATA``) and ``--results`` (default: RESULTS.md)."""
+    parser.add_argument("--datapath", default=None,
+                        help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")  # fmt: skip
+    parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file to append to")
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

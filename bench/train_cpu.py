@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, markdown_table, record
+from common import add_data_and_results_arguments, markdown_table, record
 
 from vitlib.budget import calibrate, final_accuracy, plan, timed_train
 from vitlib.config import TEST_SIZE, preset_config
@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a row: a name and cpu-quick overrides (default: cpu-quick as is)")  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="a few seconds with a tiny model, not compiled")  # fmt: skip
-    parser.add_argument("--results", default=str(RESULTS), help="markdown file to append to")
-    parser.add_argument("--datapath", default=None,
-                        help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")  # fmt: skip
+    add_data_and_results_arguments(parser)
     args = parser.parse_args(argv)
     variants = [parse_variant(v) for v in args.variant or [["cpu-quick"]]]
     if args.smoke:
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end"
     )
     title = "train_cpu: time-to-accuracy" + (" SMOKE" if args.smoke else "")
-    record(title, markdown_table(header, rows), Path(args.results), notes)
+    record(title, markdown_table(header, rows), args.results, notes)
     return 0
 
 

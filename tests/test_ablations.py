@@ -86,7 +86,7 @@ def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypa
 
 
 def test_summarize_means_ranges_and_differences():
-    runs = [{"variant": v, "seed": s, "test_acc": a, "wall_s": 300.0}
+    runs = [{"variant": v, "seed": s, "test_acc": a, "wall_s": 300.0, "epochs": 3, "epoch_images": 100}
             for v, s, a in [("no augmentation", 0, 0.70), ("full model", 0, 0.80),
                             ("full model", 1, 0.82), ("no augmentation", 1, 0.74)]]  # fmt: skip
     table = summarize(runs)
@@ -94,6 +94,7 @@ def test_summarize_means_ranges_and_differences():
     full, no_aug = table
     assert full["mean"] == pytest.approx(0.81) and (full["low"], full["high"]) == (0.80, 0.82)
     assert no_aug["vs full"] == pytest.approx(-0.09) and no_aug["wall_min"] == 5.0
+    assert no_aug["images"] == 300
 
 
 def test_committed_results_cover_every_variant_with_two_seeds():

@@ -64,8 +64,9 @@ def test_two_process_gloo_matches_single_process(tmp_path, real_cifar_root):
 
     assert main([*FLAGS, *data, "--out", str(single_out)]) == 0
     single = load_checkpoint(single_out / "last.pt")
-    for key, value in single["model"].items():
-        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
+    for key, value in single["model"].items():  # two half batches sum in another order: on an
+        # AMD EPYC one weight near zero differs by 1.3e-5 (at the commit before this one too)
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-4)
     torch.manual_seed(derive_seed(0, "init"))  # the initial weights: training did move them
     initial = create_model("vit_cifar10_small", depth=1, dim=32, head_channels=16, stem="patch")
     initial = initial.state_dict()

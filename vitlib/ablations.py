@@ -157,16 +157,15 @@ def run_ablations(minutes: float, seeds: list[int], folder: str | Path,
 
 def summarize(runs: list[dict]) -> list[dict]:
     """One row per variant, in ``VARIANTS`` order: mean, lowest and highest test accuracy over its
-    seeds, the difference of the mean from the full model's, and the mean wall time."""
+    seeds, the difference of the mean from the first variant's (the full model's), the training
+    images each run saw, and the mean wall time."""
     table = []
-    names = [name for name in VARIANTS if any(r["variant"] == name for r in runs)]
-    base = None
-    for name in names:
-        accs = [r["test_acc"] for r in runs if r["variant"] == name]
-        walls = [r["wall_s"] for r in runs if r["variant"] == name]
+    for name in [name for name in VARIANTS if any(r["variant"] == name for r in runs)]:
+        own = [r for r in runs if r["variant"] == name]
+        accs = [r["test_acc"] for r in own]
         mean = statistics.fmean(accs)
-        base = mean if base is None else base
         table.append({"variant": name, "seeds": len(accs), "mean": mean, "low": min(accs),
-                      "high": max(accs), "vs full": mean - base,
-                      "wall_min": statistics.fmean(walls) / 60})  # fmt: skip
+                      "high": max(accs), "vs full": mean - (table[0]["mean"] if table else mean),
+                      "images": statistics.fmean(r["epochs"] * r["epoch_images"] for r in own),
+                      "wall_min": statistics.fmean(r["wall_s"] for r in own) / 60})  # fmt: skip
     return table

@@ -80,7 +80,7 @@ def biased_attention(
     ``(B, heads, N, N)`` scores to memory; running it on chunks of ``CPU_CHUNK`` images keeps
     each chunk's scores in cache, about 2x faster on 2 cores (``bench/model_speed.py``). Without
     a bias it would pick the CPU flash kernel, whose backward is slower still on these small
-    heads (339 vs 388 training images/s for ``vit_cifar10_small``, eager, bf16, 2 cores), so the
+    heads (339 vs 388 training images/s for ``vit_cifar10_small``, eager, bf16, 2-core AMD EPYC), so the
     chunked math kernel serves both: an ablation without the bias then measures the bias, not a
     kernel.
     """

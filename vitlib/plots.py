@@ -625,7 +625,13 @@ def readme_figures(out: str | Path = "Images", datapath: str | None = None) -> l
     vit_animation(image, out / "vit.gif")
     results = [read_csv(results_dir() / f) for f in ("ablations.csv", "ablation_curves.csv")]
     ablation_figure(*results).savefig(out / "ablations.png", dpi=100)
-    names = ("patch_grid.png", "relative_index.png", "attention_bias.png", "vit.gif", "ablations.png")
+    names = (
+        "patch_grid.png",
+        "relative_index.png",
+        "attention_bias.png",
+        "vit.gif",
+        "ablations.png",
+    )
     return [out / name for name in names]
 
 
