@@ -21,7 +21,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .budget import calibrate, final_accuracy, plan, timed_train
+from .budget import CALIBRATION_STEPS, calibrate, final_accuracy, plan, timed_train
 from .config import TEST_SIZE, preset_config
 from .model import create_model
 from .summary import count_parameters
@@ -79,10 +79,10 @@ def run_variant(name: str, minutes: float, seeds: list[int], datapath: str | Non
     test_images = TINY["test_images"] if tiny else TEST_SIZE
     curve_images = min(CURVE_TEST_IMAGES, test_images)
     common = dict(datapath=datapath, test_limit=curve_images)
-    steps = TINY["calibration_steps"] if tiny else None
+    steps = TINY["calibration_steps"] if tiny else CALIBRATION_STEPS
     config = variant_config(name, tiny, **common)
     parameters = count_parameters(create_model(config.model, **config.model_overrides))
-    costs = calibrate(config, *([steps] if steps else []))
+    costs = calibrate(config, steps)
     final_eval_s = costs.eval_s * test_images / curve_images
     epochs, per_epoch = plan(60 * minutes, costs, config.batch_size, epoch_images, final_eval_s)
     runs, curves = [], []
