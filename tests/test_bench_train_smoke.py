@@ -25,10 +25,11 @@ def test_train_cpu_smoke(tmp_path, cifar_root):
     text = results.read_text()
     assert text.startswith("# Benchmark results")
     assert "## train_cpu: time-to-accuracy SMOKE" in text
-    assert (
-        "| budget (min) | variant | epochs x images |" in text
-        and "| 0.05 | cpu-quick | 1 x " in text
-    )
+    assert "| budget (min) | variant | epochs (images) | steps | wall (min) |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 0.05 | cpu-quick |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[4]) <= 0.1  # the time budget held: 3 s of training, then the evaluation
+    assert int(cells[3]) >= 1  # steps
     assert "train_cpu.py --smoke --variant cpu-quick --results" in text
     subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert results.read_text().count("## train_cpu:") == 2  # appends, keeps the old entry

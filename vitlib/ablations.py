@@ -21,7 +21,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .budget import CALIBRATION_STEPS, calibrate, final_accuracy, plan, timed_train
+from .budget import (
+    CALIBRATION_STEPS,
+    CURVE_TEST_IMAGES,
+    calibrate,
+    final_accuracy,
+    plan,
+    timed_train,
+)
 from .config import TEST_SIZE, preset_config
 from .model import create_model
 from .summary import count_parameters
@@ -41,7 +48,6 @@ VARIANTS: dict[str, dict] = {
     "ResNet-20 (a CNN)": {"model": "resnet20_cifar10"},
 }
 EPOCH_IMAGES = 10_000  # at most a fresh random fifth of the training set per epoch: a curve point
-CURVE_TEST_IMAGES = 2_000  # evaluated after every epoch (the final accuracy uses all 10,000)
 # --tiny: seconds per run, to check that the pipeline works (CI runs notebook 07 this way).
 TINY = {
     "model_overrides": {"depth": 1, "dim": 32, "head_channels": 16},

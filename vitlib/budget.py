@@ -1,13 +1,16 @@
-"""Training against a clock: measure what a run costs on this machine, then plan the longest run
-that fits a wall-time budget.
+"""Training against a clock: measure what a run costs on this machine, then plan a run that fills
+a wall-time budget.
 
     costs = calibrate(config)                      # a short run of the real loop
     epochs, images = plan(300, costs, config.batch_size)   # 5 minutes, start-up included
     train(preset_config("cpu-quick", epochs=epochs, epoch_images=images))  # schedule fitted
 
-Used by ``bench/train_cpu.py`` (time-to-accuracy) and ``vitlib.ablations`` (notebook 07). The
-budget covers start-up (data, model, compilation), the training epochs and one evaluation per
-epoch; a final evaluation on top is the caller's (``final_eval_s``).
+Used by ``vitlib.ablations`` (notebook 07), whose seeds all train one plan. The budget covers
+start-up (data, model, compilation), the training epochs and one evaluation per epoch (of
+``CURVE_TEST_IMAGES`` test images: a learning curve at a fifth of the cost); a final evaluation
+on top, of all 10,000, is the caller's (``final_eval_s``). A plan is only as good as its
+calibration: on a machine whose speed drifts, ``TrainConfig.time_budget`` (the schedule on the
+clock, as ``bench/train_cpu.py`` runs) fills a budget exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .hardware import autocast_dtype
 from .train import train
 
 CALIBRATION_STEPS = 48
+CURVE_TEST_IMAGES = 2_000  # evaluated after every epoch; a final evaluation uses all 10,000
 MARGIN = 0.03  # plan 97% of the budget: speed drifts between runs by a few percent
 
 

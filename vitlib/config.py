@@ -64,6 +64,13 @@ class TrainConfig:
     mix_prob: float = _f(1.0, "fraction of batches that are mixed")
     # optimisation
     epochs: int = _f(200, "training epochs")
+    time_budget: float = _f(
+        0.0,
+        "minutes of wall time for the run, start-up included (0: off): training stops when they "
+        "are used, and the learning-rate schedule follows the clock (its position is the fraction "
+        "of the budget used; --epochs then sets only its shape: warmup_epochs / epochs of the "
+        "budget is warmup)",
+    )
     batch_size: int = _f(128, "global batch size (split evenly over DDP processes)")
     lr: float = _f(1e-3, "peak learning rate (AdamW)")
     min_lr: float = _f(1e-5, "learning rate at the start of warmup and the end of each cosine")
@@ -266,6 +273,7 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
     return literal + [
         ("preset", lambda: c.preset in PRESETS, f"one of {sorted(PRESETS)}", ()),
         ("epochs", lambda: c.epochs >= 1, "an integer >= 1", ()),
+        ("time_budget", lambda: 0 <= c.time_budget < math.inf, "minutes >= 0 (0: off)", ()),
         ("train_limit", lambda: c.train_limit is None or 1 <= c.train_limit <= TRAIN_SIZE,
          f"1..{TRAIN_SIZE} or None", ()),
         ("test_limit", lambda: c.test_limit is None or 1 <= c.test_limit <= TEST_SIZE,

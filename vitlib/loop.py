@@ -1,7 +1,7 @@
 """The training loop, in named phases over one state object.
 
-    state = setup(config, info, run_dir, stop)      # data, model, optimizer, schedule; resume
-    for epoch in range(state.progress.epoch, config.epochs):
+    state = setup(config, info, run_dir, stop, time.perf_counter())  # data, model, ...; resume
+    for epoch in epochs_left(state):                # --epochs, or until --time_budget is used
         started = time.perf_counter()
         if not train_epoch(state, epoch):           # batches -> train_step; False: stopped
             break                                   #   (a checkpoint was saved)
@@ -11,7 +11,7 @@
 
 One step: CutMix/MixUp -> forward (bf16/fp16 autocast if asked) -> label-smoothed cross-entropy
 -> non-finite check -> backward -> AdamW step -> EMA update -> schedule step (per step or per
-epoch).
+epoch; with a time budget, the schedule at the fraction of the budget used, after every step).
 
 Randomness is stateless. The data order of an epoch is a permutation drawn from (seed, epoch);
 every other draw of a step (augmentation, the CutMix box, dropout) is seeded from (seed, epoch,
@@ -30,6 +30,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -66,6 +67,7 @@ class Progress:
     best_acc: float = -1.0
     epoch_loss_sum: float = 0.0  # over this epoch's completed batches (mean over processes)
     epoch_batches: int = 0
+    elapsed_s: float = 0.0  # wall time of the run, start-up included (the main process's clock)
     history: list = dataclasses.field(default_factory=list)  # one dict per completed epoch
 
 
@@ -90,19 +92,28 @@ class TrainState:
     threads: CpuThreads | None = None
     estimate: TimeEstimate | None = None
     bar: tqdm | None = None
+    clock_zero: float = 0.0  # time.perf_counter() at which the run's elapsed time was 0
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether the run has used its time budget (never without one)."""
+        budget = self.config.time_budget
+        return bool(budget) and self.progress.elapsed_s >= 60 * budget
 
 
 # ---------------------------------------------------------------- set-up
 
 
 def setup(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: StopSignal,
-          start_over: bool = False) -> TrainState:  # fmt: skip
+          run_started: float, start_over: bool = False) -> TrainState:  # fmt: skip
     """Build the run: data, model, optimizer, schedule; restore ``last.pt`` when resuming (unless
-    ``start_over``: the directory holds no checkpoint yet); write config.json and the metrics."""
+    ``start_over``: the directory holds no checkpoint yet); write config.json and the metrics.
+    ``run_started``: ``time.perf_counter()`` when this process began the run (the run's clock
+    counts the start-up; a resumed run's clock goes on from the time its checkpoint had used)."""
     saved = None if start_over or not config.resume else load_resumable(config, run_dir, info)
     amp_dtype = autocast_dtype(config.precision, info.device)
     torch.manual_seed(derive_seed(config.seed, "init"))
@@ -128,9 +139,12 @@ def setup(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: 
     )  # fmt: skip
     if saved is not None:
         restore(state, saved)
+    state.clock_zero = run_started - state.progress.elapsed_s
     state.forward = distributed.wrap(compiled(state) if config.compile else model, info)
     total_steps = config.epochs * len(loader)
-    state.estimate = TimeEstimate(total_steps - state.progress.step, enabled=info.is_main)
+    state.estimate = TimeEstimate(  # a run against the clock knows its length
+        total_steps - state.progress.step, enabled=info.is_main and not config.time_budget
+    )
     if info.device.type == "cpu" and info.world_size == 1:
         state.threads = CpuThreads()
     if info.is_main:
@@ -199,15 +213,19 @@ def restore(state: TrainState, saved: dict) -> None:
         state.ema.module.load_state_dict(saved["ema"])
         state.ema.n_averaged.fill_(saved["ema_n_averaged"])
     state.progress = p = Progress(**saved["progress"])
-    if state.info.is_main:
-        print(
-            f"{state.run_dir} already holds the complete run ({p.epoch} epochs): nothing to do; "
-            f"pass --epochs M (more than {p.epoch}) with --resume to extend it"
-            if p.epoch >= state.config.epochs
-            else f"resuming from epoch {p.epoch + 1} (step {p.step}, batch {p.batch} of that "
-            f"epoch) from {state.run_dir / 'last.pt'}",
-            flush=True,
-        )
+    if not state.info.is_main:
+        return
+    if state.config.time_budget and state.out_of_time:
+        print(f"{state.run_dir} already holds the complete run: it used its "
+              f"{state.config.time_budget:g}-minute budget; nothing to do", flush=True)  # fmt: skip
+    elif not state.config.time_budget and p.epoch >= state.config.epochs:
+        print(f"{state.run_dir} already holds the complete run ({p.epoch} epochs): nothing to do; "
+              f"pass --epochs M (more than {p.epoch}) with --resume to extend it", flush=True)  # fmt: skip
+    else:
+        print(f"resuming from epoch {p.epoch + 1} (step {p.step}, batch {p.batch} of that epoch"
+              + (f", {p.elapsed_s / 60:.1f} of {state.config.time_budget:g} min used"
+                 if state.config.time_budget else "")
+              + f") from {state.run_dir / 'last.pt'}", flush=True)  # fmt: skip
 
 
 def restore_best(run_dir: Path, saved: dict) -> None:
@@ -260,30 +278,47 @@ def describe(state: TrainState) -> str:
         + (f" (a random {c.epoch_images:,} per epoch)" if c.epoch_images else "")
         + " / "
         f"{len(state.eval_sets['test'][1]):,} test images, {len(state.loader)} steps per epoch "
-        f"x {c.epochs} epochs on {info.device}"
+        + (f"for a {c.time_budget:g}-minute budget" if c.time_budget else f"x {c.epochs} epochs")
+        + f" on {info.device}"
         + (f" x {info.world_size} processes" if info.world_size > 1 else "")
         + (f", {state.amp_dtype}" if state.amp_dtype else "")
-        + f"; lr {c.lr:g}: {c.cycles} x (warmup {c.warmup_epochs:g} epochs + cosine), "
-        f"stepped per {c.schedule_unit}"
-    )
+        + f"; lr {c.lr:g}: {c.cycles} x ("
+        + (f"warmup {c.warmup_epochs / c.epochs:.1%} of the time + cosine), on the clock"
+           if c.time_budget
+           else f"warmup {c.warmup_epochs:g} epochs + cosine), stepped per {c.schedule_unit}")
+    )  # fmt: skip
+
+
+def epochs_left(state: TrainState) -> Iterator[int]:
+    """The epochs still to train: up to ``epochs`` or, with a time budget, until it is used (the
+    last epoch then ends where the time did)."""
+    epoch = state.progress.epoch
+    while not state.out_of_time if state.config.time_budget else epoch < state.config.epochs:
+        yield epoch
+        epoch += 1
+
+
+def epoch_label(config: TrainConfig, epoch: int) -> str:
+    """``"epoch 3/11"``; ``"epoch 3"`` for a run against the clock, whose length is its time."""
+    return f"epoch {epoch:>3}" + ("" if config.time_budget else f"/{config.epochs}")
 
 
 # ---------------------------------------------------------------- one epoch, one step
 
 
 def train_epoch(state: TrainState, epoch: int) -> bool:
-    """The batches of ``epoch`` from where the run stands; False if a stop signal ended it early
-    (last.pt then holds the step reached)."""
+    """The batches of ``epoch`` from where the run stands, or up to the step that used the time
+    budget; False if a stop signal ended it early (last.pt then holds the step reached)."""
     c, p = state.config, state.progress
     state.model.train()
     state.loader.set_epoch(epoch, start_batch=p.batch)
-    state.bar = tqdm(total=len(state.loader), initial=p.batch, desc=f"epoch {epoch + 1}/{c.epochs}",
+    state.bar = tqdm(total=len(state.loader), initial=p.batch, desc=epoch_label(c, epoch + 1),
                      disable=not show_progress(state), leave=False, dynamic_ncols=True)  # fmt: skip
     for batch, (images, labels) in enumerate(state.loader, start=p.batch):
         lr = state.lr
         images = images.to(state.info.device, non_blocking=True)
         labels = labels.to(state.info.device, non_blocking=True)
-        loss, stop = train_step(state, images, labels, epoch, batch)
+        loss, stop, p.elapsed_s = train_step(state, images, labels, epoch, batch)
         count_loss(state, loss, epoch, batch, lr)
         p.step, p.batch = p.step + 1, batch + 1
         after_step(state, loss, lr)
@@ -296,15 +331,18 @@ def train_epoch(state: TrainState, epoch: int) -> bool:
                 print(f"stopped at step {p.step}; continue with --resume (checkpoint "
                       f"{state.run_dir / 'last.pt'})", file=sys.stderr)  # fmt: skip
             return False
+        if state.out_of_time:
+            break
     state.bar.close()
     return True
 
 
 def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, epoch: int,
-               batch: int) -> tuple[float, bool]:  # fmt: skip
+               batch: int) -> tuple[float, bool, float]:  # fmt: skip
     """One optimizer step on images (B, 3, 32, 32) and labels (B,). Returns (mean loss over
-    processes, whether any process was asked to stop); both come from one all-reduce, so every
-    process takes the same decision. No step is taken when the loss is not finite."""
+    processes, whether any process was asked to stop, the run's elapsed seconds on the main
+    process's clock); all three come from one all-reduce, so every process takes the same
+    decisions. No step is taken when the loss is not finite."""
     c, rank = state.config, state.info.rank
     torch.manual_seed(derive_seed(c.seed, epoch, batch, rank, "dropout"))
     mix_rng = torch.Generator().manual_seed(derive_seed(c.seed, epoch, batch, rank, "mix"))
@@ -315,8 +353,10 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, ep
     with autocast(state.info.device, state.amp_dtype):
         logits = state.forward(images)
     loss = mixed_loss(logits.float(), y_a, y_b, lam, c.label_smoothing)
-    flags = torch.stack([loss.detach(), torch.tensor(float(state.stop.signum), device=loss.device)])
-    loss_sum, stop_votes = distributed.all_reduce_sum(flags).tolist()  # the step's one host sync
+    clock = time.perf_counter() - state.clock_zero if state.info.is_main else 0.0
+    signal_and_clock = torch.tensor([float(state.stop.signum), clock], device=loss.device)
+    flags = torch.cat([loss.detach().reshape(1), signal_and_clock])
+    loss_sum, stop_votes, elapsed = distributed.all_reduce_sum(flags).tolist()  # one host sync
     loss_value = loss_sum / state.info.world_size
     if math.isfinite(loss_value):
         state.scaler.scale(loss).backward()
@@ -328,7 +368,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, ep
         if state.ema is not None:
             state.ema.update_parameters(state.model)
     state.optimizer.zero_grad(set_to_none=True)
-    return loss_value, stop_votes > 0
+    return loss_value, stop_votes > 0, elapsed
 
 
 def mixed_loss(
@@ -361,9 +401,11 @@ def count_loss(state: TrainState, loss: float, epoch: int, batch: int, lr: float
 
 
 def after_step(state: TrainState, loss: float, lr: float) -> None:
-    """Per-step bookkeeping: the schedule (when stepped per step), the time estimate, the CPU
-    thread count and the progress bar."""
-    if state.config.schedule_unit == "step":
+    """Per-step bookkeeping: the schedule (when stepped per step, or on the clock), the time
+    estimate, the CPU thread count and the progress bar."""
+    if state.config.time_budget:
+        follow_clock(state)
+    elif state.config.schedule_unit == "step":
         state.scheduler.step()
     state.estimate.step()
     if state.threads is not None and state.threads.update():
@@ -372,6 +414,18 @@ def after_step(state: TrainState, loss: float, lr: float) -> None:
     state.bar.update(1)
     if state.progress.batch % 10 == 1:
         state.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+
+
+def follow_clock(state: TrainState) -> None:
+    """Set the learning rate of a run with a time budget: the schedule at ``t = f * length``,
+    where ``f`` is the fraction of the budget used and ``length`` the schedule's whole length
+    (``epochs``, in the schedule's unit). Warmup and cosine thus stretch over the budget, however
+    fast the machine runs, and ``f = 1`` ends the cosine at ``min_lr``."""
+    fraction = min(state.progress.elapsed_s / (60 * state.config.time_budget), 1.0)
+    scheduler = state.scheduler
+    for group, base, schedule in zip(state.optimizer.param_groups, scheduler.base_lrs,
+                                     scheduler.lr_lambdas, strict=True):  # fmt: skip
+        group["lr"] = base * schedule(fraction * schedule.cycle_length * state.config.cycles)
 
 
 def show_progress(state: TrainState) -> bool:
@@ -389,7 +443,7 @@ def end_epoch(state: TrainState, epoch: int, started: float, train_seconds: floa
     ``started``: ``time.perf_counter()`` at the epoch's start; ``train_seconds``: its batches."""
     c, p = state.config, state.progress
     lr = last_step_lr(state)
-    if c.schedule_unit == "epoch":
+    if c.schedule_unit == "epoch" and not c.time_budget:
         state.scheduler.step()
     record = {"epoch": epoch + 1, "step": p.step,
               "train_loss": p.epoch_loss_sum / max(p.epoch_batches, 1)} | evaluate(state)  # fmt: skip
@@ -399,7 +453,7 @@ def end_epoch(state: TrainState, epoch: int, started: float, train_seconds: floa
         "best_acc": p.best_acc,
         "lr": lr,
         "seconds": time.perf_counter() - started,
-        "train_images_per_s": len(state.loader) * c.batch_size / train_seconds,
+        "train_images_per_s": p.batch * c.batch_size / train_seconds,  # a last epoch may be cut
         "skipped_steps": p.skipped,
     }
     p.history.append(record)
@@ -415,9 +469,9 @@ def end_epoch(state: TrainState, epoch: int, started: float, train_seconds: floa
 
 def last_step_lr(state: TrainState) -> float:
     """The learning rate of the epoch's last optimizer step: the current one for a schedule
-    stepped per epoch; one schedule step back for a schedule stepped per step, which has already
-    moved on to the next step's."""
-    if state.config.schedule_unit == "epoch":
+    stepped per epoch (or, on the clock, the one set just after that step); one schedule step
+    back for a schedule stepped per step, which has already moved on to the next step's."""
+    if state.config.schedule_unit == "epoch" or state.config.time_budget:
         return state.lr
     scheduler = state.scheduler
     return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](scheduler.last_epoch - 1)
@@ -440,7 +494,7 @@ def evaluate(state: TrainState) -> dict:
 def epoch_line(config: TrainConfig, record: dict) -> str:
     """The line printed at the end of an epoch."""
     return (
-        f"epoch {record['epoch']:>3}/{config.epochs}  train_loss {record['train_loss']:.4f}  "
+        f"{epoch_label(config, record['epoch'])}  train_loss {record['train_loss']:.4f}  "
         f"test_loss {record['test_loss']:.4f}  test_acc {100 * record['test_acc']:.2f}%  "
         + (f"val_acc {100 * record['val_acc']:.2f}%  " if "val_acc" in record else "")
         + f"lr {record['lr']:.3g}  {record['seconds']:.1f}s"

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import distributed
 from .config import PRESETS, TrainConfig, choices, config_from_dict, preset_config, validate
 from .hardware import resolve_device
-from .loop import end_epoch, setup, train_epoch
+from .loop import end_epoch, epochs_left, setup, train_epoch
 from .rundir import RunLock, StopSignal, TrainingError, never_checkpointed
 
 __all__ = ["TrainingError", "build_parser", "config_from_args", "main", "train"]
@@ -35,6 +35,7 @@ __all__ = ["TrainingError", "build_parser", "config_from_args", "main", "train"]
 def train(config: TrainConfig) -> dict:
     """Train as ``config`` says; returns the last epoch's metrics plus ``history`` (all epochs),
     ``run_dir`` and ``interrupted`` (the signal number that stopped the run, or 0)."""
+    run_started = time.perf_counter()  # a --time_budget counts the start-up
     validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     info = distributed.setup(resolve_device(config.device))
     run_dir = Path(config.out)
@@ -43,8 +44,8 @@ def train(config: TrainConfig) -> dict:
         print(f"{run_dir} has no checkpoint yet: starting the run from the beginning", flush=True)
     try:
         with RunLock(run_dir, config.resume, enabled=info.is_main), StopSignal() as stop:
-            state = setup(config, info, run_dir, stop, start_over)
-            for epoch in range(state.progress.epoch, config.epochs):
+            state = setup(config, info, run_dir, stop, run_started, start_over)
+            for epoch in epochs_left(state):
                 started = time.perf_counter()
                 if not train_epoch(state, epoch):
                     break
