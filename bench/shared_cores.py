@@ -1,7 +1,7 @@
 """Training speed alone vs sharing the CPU cores with one other busy process, in one run.
 
     python bench/shared_cores.py                 # about 7 minutes
-    python bench/shared_cores.py --compile       # the same, trained compiled as cpu-quick is
+    python bench/shared_cores.py --compile       # compiled, as cpu-quick trains (about 13 minutes)
     python bench/shared_cores.py --smoke         # seconds: a check that the script runs
 
 The measured process runs train steps of the ``cpu-quick`` model (bf16 autocast, batch 128,
@@ -32,6 +32,10 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve()
 MODES = ("PyTorch default threads", "vitlib CpuThreads")
+# A compiled model is compiled again the first time CpuThreads changes the thread count (dynamo
+# guards on it: "GLOBAL_STATE changed: num_threads"), about 20 s on 2 shared cores, once per
+# thread count in a run. The untimed start covers both compilations: the table is the speed after.
+COMPILED_SETTLE_S = 60.0
 COMPETITORS = ("torch", "vitlib", "busy loop")
 
 
@@ -101,7 +105,8 @@ def measure(mode: str, competitor: str | None, settle: float, seconds: float, fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=25.0, help="timed seconds per run")
-    parser.add_argument("--settle", type=float, default=8.0, help="untimed seconds first")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="untimed seconds first (default: 8, or 60 with --compile)")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1-second runs")
     parser.add_argument("--compile", action="store_true",
                         help="train compiled, as cpu-quick does (each worker compiles first)")  # fmt: skip
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default=MODES[1], help=argparse.SUPPRESS)
     parser.add_argument("--busy", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    settle, seconds = (0.5, 1.0) if args.smoke else (args.settle, args.seconds)
+    default_settle = COMPILED_SETTLE_S if args.compile else 8.0
+    settle, seconds = (0.5, 1.0) if args.smoke else (args.settle or default_settle, args.seconds)
     if args.worker is not None:
         worker(settle, args.worker, args.mode, args.smoke, args.compile)
         return 0

@@ -4,10 +4,14 @@ every run the same length on any machine."""
 
 import dataclasses
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 import types
 
 import pytest
+from test_ddp import FLAGS
 from test_train import tiny
 
 import vitlib.loop as loop_module
@@ -105,3 +109,37 @@ def test_time_budget_on_the_command_line_and_a_bad_value(tmp_path, cifar_root, c
     assert history[-1]["lr"] == pytest.approx(1e-5)  # the preset's min_lr: the cosine ended
     assert main([*flags, "--out", str(tmp_path / "bad"), "--time_budget", "-1"]) != 0
     assert "time_budget" in capsys.readouterr().err
+
+
+# Both ranks count 10 s per step, but rank 1's own clock reads 1,000 s ahead: a rank that went by
+# its own clock would stop at once, and the other would wait for it in the next all-reduce.
+SKEWED_CLOCKS = textwrap.dedent(
+    """
+    import sys, types, torch.distributed as dist, vitlib.loop as loop, vitlib.train as t
+    steps, real = [], loop.mixed_loss
+    def counting_loss(*args):
+        steps.append(1)
+        return real(*args)
+    def perf_counter():
+        ahead = 1000.0 if dist.is_initialized() and dist.get_rank() == 1 else 0.0
+        return 10.0 * len(steps) + ahead
+    loop.time = t.time = types.SimpleNamespace(perf_counter=perf_counter)
+    loop.mixed_loss = counting_loss
+    sys.exit(t.main(sys.argv[1:]))
+    """
+)
+
+
+def test_all_processes_stop_at_the_same_step_on_the_main_process_clock(tmp_path, cifar_root):
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED_CLOCKS)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), *FLAGS, "--datapath", str(cifar_root), "--out", str(tmp_path / "ddp"),
+         "--time_budget", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert (saved["world_size"], saved["step"]) == (2, 6)  # 60 s of rank 0's clock
+    assert saved["progress"]["history"][-1]["lr"] == pytest.approx(1e-5)  # min_lr: the end
