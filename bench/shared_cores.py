@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     default_settle = COMPILED_SETTLE_S if args.compile else 8.0
-    settle, seconds = (0.5, 1.0) if args.smoke else (args.settle or default_settle, args.seconds)
+    settle = default_settle if args.settle is None else args.settle
+    settle, seconds = (0.5, 1.0) if args.smoke else (settle, args.seconds)
     if args.worker is not None:
         worker(settle, args.worker, args.mode, args.smoke, args.compile)
         return 0

@@ -215,7 +215,7 @@ def restore(state: TrainState, saved: dict) -> None:
     state.progress = p = Progress(**saved["progress"])
     if not state.info.is_main:
         return
-    if state.config.time_budget and state.out_of_time:
+    if state.out_of_time:  # never without a time budget
         print(f"{state.run_dir} already holds the complete run: it used its "
               f"{state.config.time_budget:g}-minute budget; nothing to do", flush=True)  # fmt: skip
     elif not state.config.time_budget and p.epoch >= state.config.epochs:
