@@ -67,7 +67,8 @@ def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypa
         assert 0 <= run["test_acc"] <= 1 and run["epochs"] >= 1 and run["steps"] >= 1
         own = [c for c in curves if c["variant"] == run["variant"]]
         assert [c["epoch"] for c in own] == list(range(1, int(run["epochs"]) + 1))
-        assert all(a["wall_s"] < b["wall_s"] for a, b in zip(own, own[1:]))
+        # wall_s is stored to 0.1 s and a tiny epoch can take less: the clock never goes back
+        assert all(a["wall_s"] <= b["wall_s"] for a, b in zip(own, own[1:]))
         assert own[-1]["wall_s"] <= run["wall_s"]
 
     def no_training(*args, **kwargs):
