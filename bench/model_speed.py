@@ -43,19 +43,24 @@ def make_train_step(
     device: str = "cpu",
     bf16: bool = False,
     compile: bool = False,
+    channels_last: bool = False,
     **overrides,
 ) -> Callable[[], None]:
     """A closure running one AdamW train step of a fresh ``preset`` model on random images.
 
     ``bf16`` runs forward and loss under ``torch.autocast(dtype=torch.bfloat16)``;
-    ``compile`` wraps the model in ``torch.compile`` as training does (the first calls compile it).
+    ``compile`` wraps the model in ``torch.compile`` as training does (the first calls compile it);
+    ``channels_last`` stores conv weights and images NHWC, as training's ``--channels_last``.
     """
-    model = vitlib.create_model(preset, attention=form, **overrides).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = vitlib.create_model(preset, attention=form, **overrides).to(
+        device, memory_format=layout
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device == "cuda")
     options = compile_options(torch.device(device))
     forward = torch.compile(model, options=options) if compile else model
     size = model.config.image_size
-    images = torch.rand(batch_size, 3, size, size, device=device)
+    images = torch.rand(batch_size, 3, size, size, device=device).to(memory_format=layout)
     labels = torch.randint(0, model.config.num_classes, (batch_size,), device=device)
 
     def step() -> None:

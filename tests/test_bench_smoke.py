@@ -47,12 +47,16 @@ def test_throughput_smoke(tmp_path):
         "--precisions",
         "fp32",
         "bf16",
+        "--layouts",
+        "nchw",
+        "channels_last",
         results=tmp_path / "RESULTS.md",
     )
     assert "throughput: vit_cifar10_patch2_input32 on cpu (smoke)" in text
     for form in ("reference", "fast"):
         for precision in ("fp32", "bf16"):
-            assert f"| {form} | eager | {precision} | 2 |" in text
+            for layout in ("nchw", "channels_last"):
+                assert f"| {form} | eager | {precision} | {layout} | 2 |" in text
 
 
 def test_time_to_accuracy_smoke(cifar_root, tmp_path):

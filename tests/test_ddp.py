@@ -10,6 +10,7 @@ import torch
 
 from vitlib.checkpoint import load_checkpoint
 from vitlib.data import derive_seed
+from vitlib.distributed import match_conv_grad_layout
 from vitlib.model import create_model
 from vitlib.train import main
 
@@ -118,3 +119,22 @@ def test_a_run_stopped_mid_epoch_on_2_processes_resumes_on_1(tmp_path, cifar_roo
     assert lrs[0] == lrs[1]
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_gradients_get_their_parameters_strides(channels_last):
+    """DDP's gradient buckets have each parameter's strides. A CPU depthwise convolution, and a
+    1x1 convolution kept channels-last, return gradients that differ in the stride of a size-1
+    dimension; ``match_conv_grad_layout`` gives every conv weight's gradient its parameter's."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model("vit_cifar10_small", depth=1, dim=32, head_channels=16)
+    model = model.to(memory_format=layout)
+    images = torch.rand(4, 3, 32, 32).to(memory_format=layout)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    model(images).sum().backward()
+    assert any(w.grad.stride() != w.stride() for w in convs)  # what DDP warned about
+    model.zero_grad(set_to_none=True)
+    match_conv_grad_layout(model)
+    model(images).sum().backward()
+    assert [w.grad.stride() for w in convs] == [w.stride() for w in convs]

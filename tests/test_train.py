@@ -99,6 +99,22 @@ def test_compiling_leaves_the_batchnorm_statistics_alone(
     assert_same_weights(weights(out), weights(uninterrupted[0]))  # buffers included
 
 
+def test_channels_last_changes_the_memory_order_not_the_run(uninterrupted, tmp_path, cifar_root):
+    """``channels_last`` stores the conv weights NHWC (the stem's 3x3 convolutions show it; a 1x1
+    or depthwise weight is both layouts at once) and trains the same run: other kernels only
+    round otherwise."""
+    out = tmp_path / "run"
+    result = train(tiny(out, datapath=str(cifar_root), channels_last=True))
+    nhwc, nchw = weights(out), weights(uninterrupted[0])
+    spatial = [k for k, w in nhwc.items() if w.dim() == 4 and w.shape[1] > 1 and w.shape[-1] > 1]
+    assert spatial
+    for key in spatial:
+        assert nhwc[key].is_contiguous(memory_format=torch.channels_last), key
+        assert not nchw[key].is_contiguous(memory_format=torch.channels_last), key
+    losses = [e["train_loss"] for e in uninterrupted[1]["history"]]
+    assert [e["train_loss"] for e in result["history"]] == pytest.approx(losses, rel=1e-2)
+
+
 def test_resume_after_a_crash_at_an_epoch_boundary_is_exact(
     uninterrupted, tmp_path, monkeypatch, cifar_root
 ):

@@ -93,6 +93,9 @@ class TrainConfig:
         "fp32, bf16, fp16 (CUDA) or auto (CUDA: bf16 from compute capability 8.0, else fp16; CPU: fp32)",
     )
     compile: bool = _f(False, "torch.compile the model (falls back to eager with a message)")
+    channels_last: bool = _f(
+        False, "keep conv weights and training images channels-last (NHWC), for faster convolutions"
+    )
     seed: int = _f(0, "seed of all randomness (init, shuffle, augmentation, dropout)")
     out: str = _f("runs/reference", "run directory (config.json, metrics, checkpoints)")
     resume: bool = _f(False, "continue the run in --out from its last.pt")
@@ -366,7 +369,17 @@ def _check_datapath(c: TrainConfig, errors: list[str]) -> None:
 # Fields a resumed run may change: they do not alter the numbers the run computes (on one device),
 # or, for epochs, extend the run (vitlib.loop.load_resumable refuses a shorter one).
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "out", "datapath", "device", "compile", "progress", "checkpoint_every", "epochs"}
+    {
+        "resume",
+        "out",
+        "datapath",
+        "device",
+        "compile",
+        "channels_last",
+        "progress",
+        "checkpoint_every",
+        "epochs",
+    }
 )
 
 

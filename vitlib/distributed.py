@@ -61,25 +61,30 @@ def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
         return model
     if info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    else:
-        match_cpu_depthwise_grad_layout(model)
+    match_conv_grad_layout(model)
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def match_cpu_depthwise_grad_layout(model: nn.Module) -> None:
-    """Give the gradients of depthwise conv weights ``(C, 1, k, k)`` the parameter's strides.
+def match_conv_grad_layout(model: nn.Module) -> None:
+    """Give the gradient of every conv weight the parameter's strides.
 
-    PyTorch's CPU depthwise convolution returns the weight gradient with strides
-    ``(k*k, 1, k, 1)``, the parameter has ``(k*k, k*k, k, 1)``: the same memory, differing only
-    in the stride of the size-1 dimension, so both count as contiguous. DDP's gradient buckets
-    have the parameter's strides, and DDP warned ``Grad strides do not match bucket view
-    strides`` on every step. A hook copies each such gradient (C * k * k numbers) into the
-    standard layout before DDP sees it."""
+    A gradient may differ from its parameter in the stride of a size-1 dimension: PyTorch's CPU
+    depthwise convolution returns ``(k*k, 1, k, 1)`` for a ``(C, 1, k, k)`` weight of strides
+    ``(k*k, k*k, k, 1)``, and a 1x1 weight kept channels-last (``--channels_last``) gets its
+    gradient in the standard layout. Both count as contiguous, but DDP's gradient buckets have
+    the parameter's strides, and DDP warned ``Grad strides do not match bucket view strides`` on
+    every step. A hook copies each such gradient into the parameter's layout before DDP sees it
+    (a comparison of strides when they already match)."""
     for module in model.modules():
-        if isinstance(module, nn.Conv2d) and module.weight.shape[1] == 1:
-            module.weight.register_hook(
-                lambda grad: grad.clone(memory_format=torch.contiguous_format)
+        if isinstance(module, nn.Conv2d):
+            weight = module.weight
+            weight.register_hook(
+                lambda grad, weight=weight: (
+                    grad
+                    if grad.stride() == weight.stride()
+                    else torch.empty_like(weight).copy_(grad)
+                )
             )
 
 

@@ -120,7 +120,7 @@ def setup(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: 
     model = create_model(config.model, **config.model_overrides)
     per_rank_batch = config.batch_size // info.world_size
     check_memory(memory_estimate(model, per_rank_batch, amp_dtype), info.device, per_rank_batch)
-    model = model.to(info.device)
+    model = model.to(info.device, memory_format=memory_format(config))
     loader, eval_sets = load_data(config, info)
     optimizer = create_optimizer(
         model, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
@@ -154,6 +154,12 @@ def setup(config: TrainConfig, info: distributed.DistInfo, run_dir: Path, stop: 
             restore_best(run_dir, saved)
         print(describe(state), flush=True)
     return state
+
+
+def memory_format(config: TrainConfig) -> torch.memory_format:
+    """How the model's conv weights and the training images lie in memory: channels-last
+    (NHWC, one pixel's channels side by side) with ``--channels_last``, else as they are."""
+    return torch.channels_last if config.channels_last else torch.preserve_format
 
 
 def load_resumable(config: TrainConfig, run_dir: Path, info: distributed.DistInfo) -> dict:
@@ -251,7 +257,9 @@ def compiled(state: TrainState) -> nn.Module:
     model's buffers (BatchNorm statistics) are left as they were, so a compiled run resumes
     exactly."""
     model, device = state.model, state.info.device
-    example = torch.zeros(state.loader.batch_size, 3, 32, 32, device=device)
+    example = torch.zeros(state.loader.batch_size, 3, 32, 32, device=device).to(
+        memory_format=memory_format(state.config)
+    )
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
         fast = torch.compile(model, options=compile_options(device))
@@ -316,7 +324,8 @@ def train_epoch(state: TrainState, epoch: int) -> bool:
                      disable=not show_progress(state), leave=False, dynamic_ncols=True)  # fmt: skip
     for batch, (images, labels) in enumerate(state.loader, start=p.batch):
         lr = state.lr
-        images = images.to(state.info.device, non_blocking=True)
+        images = images.to(state.info.device, non_blocking=True,
+                           memory_format=memory_format(c))  # fmt: skip
         labels = labels.to(state.info.device, non_blocking=True)
         loss, stop, p.elapsed_s = train_step(state, images, labels, epoch, batch)
         count_loss(state, loss, epoch, batch, lr)
