@@ -94,7 +94,7 @@ class TrainConfig:
     )
     compile: bool = _f(False, "torch.compile the model (falls back to eager with a message)")
     channels_last: bool = _f(
-        False, "keep conv weights and training images channels-last (NHWC), for faster convolutions"
+        False, "keep conv weights and training images channels-last (NHWC): a speed setting"
     )
     seed: int = _f(0, "seed of all randomness (init, shuffle, augmentation, dropout)")
     out: str = _f("runs/reference", "run directory (config.json, metrics, checkpoints)")
