@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: timing, the machine's description, and the results file."""
+"""Shared by the benchmarks: timing, the machine's description, the results file, and what the
+runs against a clock (train_cpu.py, ablations.py) measure after training."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ from pathlib import Path
 
 import torch
 
+from vitlib.config import TEST_SIZE
+from vitlib.data import load_cifar10
+from vitlib.evaluate import evaluate_model, load_model
+from vitlib.hardware import autocast_dtype
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 REPO = Path(__file__).resolve().parents[1]
+CURVE_TEST_IMAGES = 2_000  # evaluated after every epoch; a final evaluation uses all 10,000
+# Kept of a time budget for the final evaluation on all 10,000 test images: it took about 7 s on
+# the 2-core machines of bench/RESULTS.md (bf16), plus loading the checkpoint and the test set.
+FINAL_EVAL_S = 15.0
 
 
 def hardware() -> str:
@@ -87,3 +97,29 @@ def record(title: str, table: str, results: Path = RESULTS, notes: str = "") -> 
     with results.open("a") as f:
         f.write(section)
     print(f"appended to {results}")
+
+
+def final_eval_reserve_s(test_images: int) -> float:
+    """Seconds of a time budget kept for evaluating ``test_images`` at the end (``FINAL_EVAL_S``
+    for all 10,000)."""
+    return FINAL_EVAL_S * test_images / TEST_SIZE
+
+
+def final_accuracy(
+    run_dir: Path, datapath: str | None, test_images: int, tta: bool = False
+) -> float:
+    """Test accuracy of a run's final weights (``run_dir/last.pt``) on the first ``test_images``
+    test images, in the run's precision (``tta``: averaged with the mirror image)."""
+    model, state = load_model(run_dir / "last.pt")
+    images, labels = load_cifar10(datapath, "test", limit=test_images)
+    dtype = autocast_dtype(state["config"]["precision"], torch.device("cpu"))
+    return evaluate_model(model, images, labels, tta=tta, autocast_dtype=dtype)["accuracy"]
+
+
+def train_images_per_s(history: list[dict], batch_size: int) -> float:
+    """A run's training speed: its training images over the seconds its epochs spent on them
+    (each epoch's ``train_images_per_s``; evaluations and start-up left out)."""
+    steps = [0] + [epoch["step"] for epoch in history]
+    seconds = sum((after - before) * batch_size / epoch["train_images_per_s"]
+                  for epoch, before, after in zip(history, steps, steps[1:]))  # fmt: skip
+    return steps[-1] * batch_size / seconds

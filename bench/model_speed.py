@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from common import RESULTS, markdown_table, record, time_call
 
 import vitlib
-from vitlib.hardware import compile_options
 
 TUNED_MALLOC = {
     "MALLOC_MMAP_THRESHOLD_": str(4 << 30),  # serve big buffers from the heap, not fresh mmaps
@@ -57,7 +56,7 @@ def make_train_step(
         device, memory_format=layout
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device == "cuda")
-    options = compile_options(torch.device(device))
+    options = {"cpp.dynamic_threads": True} if device == "cpu" else None  # as vitlib.hardware
     forward = torch.compile(model, options=options) if compile else model
     size = model.config.image_size
     images = torch.rand(batch_size, 3, size, size, device=device).to(memory_format=layout)
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for preset in presets:
         for allocator, env in (("glibc default", {}), ("glibc, keeps freed memory", TUNED_MALLOC)):
-            times: dict[str, list[float]] = {"reference": [], "fast": []}
+            times: dict[str, list[float]] = {"teaching": [], "fused": []}
             for _ in range(rounds):
                 for form in times:
                     times[form].append(

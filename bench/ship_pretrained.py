@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -31,11 +32,13 @@ from pathlib import Path
 import papermill
 import torch
 from common import REPO, hardware, markdown_table, record, software
+from safetensors.torch import save
 
+from vitlib.checkpoint import write_atomic
 from vitlib.config import config_from_dict
 from vitlib.data import load_cifar10
 from vitlib.evaluate import evaluate_model, load_model
-from vitlib.pretrained import export_pretrained, pretrained_dir
+from vitlib.pretrained import HEADER_KEY, pretrained_dir
 
 NAME = "cpu-quick"
 NOTEBOOKS = REPO / "notebooks"
@@ -68,6 +71,21 @@ def normalise(names: list[str]) -> None:
     for path in paths:
         if '"injected-parameters"' in Path(path).read_text():
             raise RuntimeError(f"{path} holds papermill's injected-parameters cell")
+
+
+def export_pretrained(model: torch.nn.Module, info: dict, folder: str | os.PathLike) -> Path:
+    """Write ``folder/NAME.safetensors`` (float32 weights, ``info`` in the header under
+    ``vitlib.pretrained.HEADER_KEY``) and ``folder/NAME.json`` for ``name = info["name"]``, each
+    atomically; returns the weights' path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.cpu()
+               for k, v in model.state_dict().items()}  # fmt: skip
+    text = json.dumps(info, indent=2) + "\n"
+    path = folder / f"{info['name']}.safetensors"
+    write_atomic(path, save(weights, metadata={HEADER_KEY: text}))
+    write_atomic(folder / f"{info['name']}.json", text.encode())
+    return path
 
 
 def provenance(run_dir: Path, wall_seconds: float | None, load: float, images, labels) -> tuple:

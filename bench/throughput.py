@@ -4,7 +4,7 @@ NCHW vs channels-last memory order.
     python bench/throughput.py                          # reference preset, batch 64 and 128
     python bench/throughput.py --batch-sizes 256 512    # on a GPU
     python bench/throughput.py --smoke                  # seconds: a check that the script runs
-    python bench/throughput.py --preset vit_cifar10_small --batch-sizes 128 --forms fast \
+    python bench/throughput.py --preset vit_cifar10_small --batch-sizes 128 --forms fused \
         --modes compiled --precisions bf16 --layouts nchw channels_last --repeats 48  # cpu-quick
 
 FLOPs come from the model's own counter (``vitlib.summary.flops_per_image``): a train step is
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="vit_cifar10_patch2_input32")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument(
-        "--forms", nargs="+", default=["reference", "fast"], choices=["reference", "fast"]
+        "--forms", nargs="+", default=["teaching", "fused"], choices=["teaching", "fused"]
     )
     parser.add_argument(
         "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]

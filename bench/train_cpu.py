@@ -5,8 +5,8 @@ warmup and cosine stretch over the budget however fast the machine runs, and tra
 it is used. Its whole wall time counts: start-up (data, model, compilation), training, an
 evaluation of 2,000 test images after each epoch of all 50,000 training images (the learning
 curve; the last epoch ends where the time does), and the evaluation of the final weights on all
-10,000 test images, for which ``FINAL_EVAL_S`` of the budget are kept. The "flip TTA" columns
-add one more evaluation of them, with the mirror image, after the budget.
+10,000 test images, for which ``common.FINAL_EVAL_S`` of the budget are kept. The "flip TTA"
+columns add one more evaluation of them, with the mirror image, after the budget.
 
     python bench/train_cpu.py --budgets 20 60                   # the cpu-quick preset
     python bench/train_cpu.py --budgets 10 --variant eager compile=false \\
@@ -29,21 +29,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import add_data_and_results_arguments, markdown_table, record
+from common import (
+    CURVE_TEST_IMAGES,
+    add_data_and_results_arguments,
+    final_accuracy,
+    final_eval_reserve_s,
+    markdown_table,
+    record,
+    train_images_per_s,
+)
 
-from vitlib.budget import CURVE_TEST_IMAGES, final_accuracy, timed_train
 from vitlib.config import TEST_SIZE, TRAIN_SIZE, preset_config
+from vitlib.train import train
 
 SMOKE_MODEL = {"depth": 1, "dim": 32, "head_channels": 16}
-# Kept of the budget for the final evaluation on all 10,000 test images: it took about 7 s on the
-# 2-core machines of bench/RESULTS.md (bf16), plus loading the checkpoint and the test set.
-FINAL_EVAL_S = 15.0
-
-
-def final_eval_reserve_s(test_images: int) -> float:
-    """Seconds of the budget kept for evaluating ``test_images`` at the end (``FINAL_EVAL_S`` for
-    all 10,000)."""
-    return FINAL_EVAL_S * test_images / TEST_SIZE
 
 
 def run_row(minutes: float, name: str, overrides: dict, test_images: int, datapath) -> list:
@@ -54,25 +53,21 @@ def run_row(minutes: float, name: str, overrides: dict, test_images: int, datapa
         start = time.perf_counter()
         config = preset_config(
             "cpu-quick", out=out, time_budget=budget, datapath=datapath, test_limit=curve_images,
-            progress="off", **overrides,
+            progress_bar="off", **overrides,
         )  # fmt: skip
-        result, _ = timed_train(config)
+        history = train(config)["history"]
         accuracy = final_accuracy(Path(out), datapath, test_images)
         wall = time.perf_counter() - start
         tta = final_accuracy(Path(out), datapath, test_images, tta=True)
         wall_tta = time.perf_counter() - start
-    history = result["history"]
-    images = result["step"] * config.batch_size
-    train_s = sum(  # each epoch's training images over its training speed
-        (epoch["step"] - before) * config.batch_size / epoch["train_images_per_s"]
-        for epoch, before in zip(history, [0] + [e["step"] for e in history[:-1]], strict=True)
-    )
+    steps = history[-1]["step"]
+    images = steps * config.batch_size
     print(f"{name}: {100 * accuracy:.2f}% in {wall / 60:.1f} min, {100 * tta:.2f}% with flip TTA "
           f"in {wall_tta / 60:.1f} min", flush=True)  # fmt: skip
     return [
-        f"{minutes:g}", name, f"{images / TRAIN_SIZE:.1f} ({images:,})", result["step"],
+        f"{minutes:g}", name, f"{images / TRAIN_SIZE:.1f} ({images:,})", steps,
         f"{wall / 60:.1f}", f"{100 * accuracy:.2f}", f"{wall_tta / 60:.1f}", f"{100 * tta:.2f}",
-        f"{images / train_s:.0f}",
+        f"{train_images_per_s(history, config.batch_size):.0f}",
     ]  # fmt: skip
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY
 
+from vitlib.config import TrainConfig, preset_config
 from vitlib.data import CLASSES, local_data_root
 
 SYNTHETIC_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -67,6 +69,18 @@ def real_cifar_root() -> Path:
             "needs the real CIFAR-10: set VITLIB_DATA to the folder holding cifar-10-batches-py/"
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_config(cifar_root):
+    """``tiny_config(out, **overrides)``: the TrainConfig of the tiny run (tests/helpers.TINY, the
+    cpu-quick preset otherwise) into ``out``, on ``cifar_root``."""
+
+    def make(out, **overrides) -> TrainConfig:
+        settings = {**TINY, "datapath": str(cifar_root), "out": str(out), **overrides}
+        return preset_config("cpu-quick", **settings)
+
+    return make
 
 
 @pytest.fixture(autouse=True)

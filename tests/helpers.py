@@ -1,4 +1,4 @@
-"""Helpers the loader tests share (imported as ``from helpers import ...``)."""
+"""Plain helpers the tests share (``from helpers import ...``): fixtures live in conftest.py."""
 
 from __future__ import annotations
 
@@ -25,3 +25,52 @@ def assert_shuffles_and_only_converts(loader, images: torch.Tensor, labels: torc
     assert not torch.equal(order, labels) and sorted(order.tolist()) == labels.tolist()
     for x, y in batches:
         assert torch.equal(x, images[y].float() / 255)
+
+
+# The tiny run every training test uses: a 109k-parameter vit_cifar10_small (most of it in the
+# strided stem), 96 images in batches of 16 (6 steps per epoch), 3 epochs, full augmentation and
+# CutMix (so resuming must restore every random draw), no compilation.
+TINY_MODEL = {"depth": 1, "dim": 32, "head_channels": 16}
+TINY = {
+    "train_limit": 96,
+    "test_limit": 32,
+    "epochs": 3,
+    "batch_size": 16,
+    "warmup_epochs": 0.5,
+    "augment": "recipe",
+    "mix": "cutmix",
+    "progress_bar": "off",
+    "compile": False,
+    "model_overrides": TINY_MODEL,
+}
+
+
+def tiny_argv(out, datapath, *extra: str) -> list[str]:
+    """The command line of the tiny run (``tiny_config``'s settings) into ``out``."""
+    argv = ["--preset", "cpu-quick", "--no-compile", "--out", str(out), "--datapath", str(datapath)]
+    argv += [f"--{k}={v}" for k, v in TINY.items() if k not in ("compile", "model_overrides")]
+    return argv + ["--model_overrides", *(f"{k}={v}" for k, v in TINY_MODEL.items()), *extra]
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    """Two state dicts hold the same keys and bitwise-equal tensors."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class StepClock:
+    """A fake clock for ``train(config, clock=c, on_batch=c.count_step)``: it reads
+    ``seconds_per_step`` per step begun (plus a microsecond per reading, so that no interval is
+    zero), and ``ahead`` seconds more, so that a run's length is the same on any machine."""
+
+    def __init__(self, seconds_per_step: float = 10.0, ahead: float = 0.0) -> None:
+        self.seconds_per_step, self.ahead = seconds_per_step, ahead
+        self.steps = self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.ahead + self.seconds_per_step * self.steps + 1e-6 * self.reads
+
+    def count_step(self, run, images, labels) -> None:
+        self.steps += 1

@@ -1,8 +1,10 @@
-"""Notebook 07's ablations: the variants, the wall-time plan, the CSV files and their summary."""
+"""Notebook 07's ablations (bench/ablations.py): the variants, the runs against the clock, the CSV
+files and their summary."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +12,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib import ablations
-from vitlib.ablations import VARIANTS, read_csv, results_dir, run_ablations, summarize
-from vitlib.budget import Costs, plan
 from vitlib.config import validate
 from vitlib.model import create_model
-from vitlib.plots import ablation_figure
 
-BENCH = Path(__file__).parents[1] / "bench" / "ablations.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load_bench_module(name: str):
+    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
+    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+ablations = _load_bench_module("ablations")
+VARIANTS, read_csv, results_dir = ablations.VARIANTS, ablations.read_csv, ablations.results_dir
+run_ablations, summarize = ablations.run_ablations, ablations.summarize
 
 
 def test_every_variant_is_a_valid_config_that_changes_one_thing(cifar_root):
@@ -46,15 +62,6 @@ def test_variants_remove_what_they_say():
     assert count["ResNet-20 (a CNN)"] == 272_474
 
 
-def test_plan_fills_the_budget():
-    costs = Costs(train_images_per_s=1000.0, eval_s=2.0, startup_s=10.0)
-    # 97 s - 10 s start-up = 87 s: 7 epochs of 10,000 would leave 3 s; 8 of 8,832 use them
-    assert plan(100.0, costs, batch_size=128, epoch_images=10_000) == (8, 8832)
-    assert plan(100.0, costs, 128, 10_000, final_eval_s=20.0) == (6, 9088)  # 67 s
-    assert plan(14.0, costs, 128) == (1, 1536)  # 1.58 s of training: one epoch of 12 batches
-    assert plan(5.0, costs, 128) == (1, 128)  # not even that: one batch
-
-
 def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypatch):
     names = ["full model", "ResNet-20 (a CNN)"]
     runs, curves = run_ablations(0.05, [0], tmp_path, names, str(cifar_root), tiny=True)
@@ -65,8 +72,10 @@ def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypa
     assert [r["variant"] for r in runs] == names
     for run in runs:
         assert 0 <= run["test_acc"] <= 1 and run["epochs"] >= 1 and run["steps"] >= 1
+        assert run["budget_min"] == 0.05 and run["wall_s"] < 60  # 3 s of training, then the test
         own = [c for c in curves if c["variant"] == run["variant"]]
         assert [c["epoch"] for c in own] == list(range(1, int(run["epochs"]) + 1))
+        assert own[-1]["images_seen"] == 128 * run["steps"]  # the last epoch ends with the clock
         # wall_s is stored to 0.1 s and a tiny epoch can take less: the clock never goes back
         assert all(a["wall_s"] <= b["wall_s"] for a, b in zip(own, own[1:]))
         assert own[-1]["wall_s"] <= run["wall_s"]
@@ -78,7 +87,7 @@ def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypa
     again, _ = run_ablations(0.05, [0], tmp_path, names, str(cifar_root), tiny=True)
     assert again == runs
     for bad, message in [({"variants": ["no gains"]}, "unknown variant 'no gains'"),
-                         ({"minutes": 0}, "minutes=0: expected a number of minutes > 0"),
+                         ({"minutes": 0}, "minutes=0: expected a number of minutes > 0.005"),
                          ({"seeds": [0.5]}, r"seeds=\[0.5\]: expected a non-empty list")]:  # fmt: skip
         arguments = {"minutes": 0.05, "seeds": [0], "folder": tmp_path / "new", **bad}
         with pytest.raises(ValueError, match=message):
@@ -87,19 +96,20 @@ def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypa
 
 
 def test_summarize_means_ranges_and_differences():
-    runs = [{"variant": v, "seed": s, "test_acc": a, "wall_s": 300.0, "epochs": 3, "epoch_images": 100}
-            for v, s, a in [("no augmentation", 0, 0.70), ("full model", 0, 0.80),
-                            ("full model", 1, 0.82), ("no augmentation", 1, 0.74)]]  # fmt: skip
+    runs = [{"variant": v, "seed": s, "test_acc": a, "wall_s": 300.0, "steps": n}
+            for v, s, a, n in [("no augmentation", 0, 0.70, 10), ("full model", 0, 0.80, 8),
+                               ("full model", 1, 0.82, 8), ("no augmentation", 1, 0.74, 12)]]  # fmt: skip
     table = summarize(runs)
     assert [row["variant"] for row in table] == ["full model", "no augmentation"]  # VARIANTS order
     full, no_aug = table
     assert full["mean"] == pytest.approx(0.81) and (full["low"], full["high"]) == (0.80, 0.82)
     assert no_aug["vs full"] == pytest.approx(-0.09) and no_aug["wall_min"] == 5.0
-    assert no_aug["images"] == 300
+    assert no_aug["images"] == 11 * 128  # the mean of its runs' steps, in batches of 128
 
 
 def test_committed_results_cover_every_variant_with_two_seeds():
-    """The CSV files notebook 07 plots: every variant, at least 2 seeds, at least 5 minutes."""
+    """The CSV files notebook 07 plots (bench/results/): every variant, at least 2 seeds, at least
+    5 minutes; bench/figures.py draws them."""
     runs = read_csv(results_dir() / "ablations.csv")
     curves = read_csv(results_dir() / "ablation_curves.csv")
     for name in VARIANTS:
@@ -107,13 +117,14 @@ def test_committed_results_cover_every_variant_with_two_seeds():
         assert len({r["seed"] for r in own}) >= 2, name
         assert all(r["budget_min"] >= 5 for r in own), name
         assert any(c["variant"] == name for c in curves), name
-    assert ablation_figure(runs, curves).axes
+    figures = _load_bench_module("figures")
+    assert figures.ablation_figure(runs, curves).axes
 
 
 def test_bench_ablations_tiny(tmp_path, cifar_root):
     results = tmp_path / "RESULTS.md"
-    command = [sys.executable, str(BENCH), "--tiny", "--minutes", "0.05", "--seeds", "0",
-               "--variants", "no position information", "--out", str(tmp_path),
+    command = [sys.executable, str(BENCH / "ablations.py"), "--tiny", "--minutes", "0.05",
+               "--seeds", "0", "--variants", "no position information", "--out", str(tmp_path),
                "--results", str(results), "--datapath", str(cifar_root)]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

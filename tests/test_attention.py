@@ -51,9 +51,9 @@ class SeedSelfAttention2d(nn.Module):
 
 def make_pair(dim=64, head_channels=16, grid=(4, 6), projection="pointwise", dtype=torch.float32):
     """A teaching and a fast module holding the same random weights."""
-    teaching = SelfAttention2d(dim, head_channels, grid, form="reference", projection=projection)
+    teaching = SelfAttention2d(dim, head_channels, grid, form="teaching", projection=projection)
     torch.nn.init.normal_(teaching.rel_pos.table)
-    fast = SelfAttention2d(dim, head_channels, grid, form="fast", projection=projection)
+    fast = SelfAttention2d(dim, head_channels, grid, form="fused", projection=projection)
     fast.load_state_dict(teaching.state_dict())
     return teaching.to(dtype), fast.to(dtype)
 
@@ -61,7 +61,7 @@ def make_pair(dim=64, head_channels=16, grid=(4, 6), projection="pointwise", dty
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5)])
 def test_teaching_form_is_the_seed_module(grid):
     seed = SeedSelfAttention2d(32, 32, 8, grid)
-    ours = SelfAttention2d(32, 8, grid, form="reference")
+    ours = SelfAttention2d(32, 8, grid, form="teaching")
     state = {k: v for k, v in seed.state_dict().items() if k not in ("pos_enc", "relative_indices")}
     ours.load_state_dict({**state, "rel_pos.table": seed.pos_enc.detach()})
     feature_map = torch.randn(2, 32, *grid)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from vitlib.config import TrainConfig, preset_config
-from vitlib.train import build_parser, config_from_args, main
+from vitlib.config import TrainConfig, build_parser, config_from_args, preset_config
+from vitlib.train import main
 
 
 def test_help_documents_every_flag(capsys):

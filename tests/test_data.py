@@ -91,12 +91,12 @@ def _zeros(rows: int = 10_000, dtype=np.uint8) -> np.ndarray:
 @pytest.mark.parametrize(
     "data, labels, message",
     [
-        (_zeros(10), [0] * 10, r"shape \(10, 3072\), expected \(10000, 3072\)"),
-        (_zeros(dtype=np.float32), [0] * 10_000, "dtype float32, expected uint8"),
+        (_zeros(10), [0] * 10, r"uint8 array \(10000, 3072\), found uint8 \(10, 3072\)"),
+        (_zeros(dtype=np.float32), [0] * 10_000, r"found float32 \(10000, 3072\)"),
         (_zeros(), [0] * 9_999, "list of 10000 labels, found 9999"),
         (_zeros(), [0] * 9_999 + [10], r"1 labels outside 0..9 \(first: 10 at index 9999\)"),
         (_zeros(), [-1] + [0] * 9_999, "outside 0..9"),
-        ([[0] * 3072], [0], "should be a numpy array"),
+        ([[0] * 3072], [0], "should be a uint8 array .*, found list"),
     ],
 )
 def test_structurally_broken_batch(tmp_path, data, labels, message):

@@ -22,23 +22,24 @@ FLAGS = [
     "--preset", "cpu-quick", "--train_limit", "128", "--test_limit", "32", "--epochs", "2",
     "--batch_size", "32", "--warmup_epochs", "0.5", "--augment", "none", "--mix", "none",
     "--model_overrides", "depth=1", "dim=32", "head_channels=16", "stem=patch", "head_dropout=0.0",
-    "--lr", "2e-3", "--precision", "fp32", "--progress", "off", "--no-compile",
+    "--lr", "2e-3", "--precision", "fp32", "--progress_bar", "off", "--no-compile",
 ]  # fmt: skip
 
-# Records every rank's weights when the loop evaluates them (at each epoch end).
+# Records every process's weights at the end of each epoch.
 SPY = textwrap.dedent(
     """
-    import sys, torch, vitlib.loop as loop, vitlib.train as t
-    real, out = loop.evaluate_model, sys.argv[sys.argv.index("--out") + 1]
-    def spy(model, *args, **kwargs):
-        torch.save(model.state_dict(), f"{out}/rank{torch.distributed.get_rank()}.pt")
-        return real(model, *args, **kwargs)
-    loop.evaluate_model = spy
-    sys.exit(t.main(sys.argv[1:]))
+    import sys, torch
+    from vitlib.config import config_from_args
+    from vitlib.train import train
+    config = config_from_args(sys.argv[1:])
+    def record_weights(run, record):
+        torch.save(run.model.state_dict(), f"{config.out}/rank{run.info.rank}.pt")
+    train(config, on_epoch_end=record_weights)
     """
 )
 
 
+@pytest.mark.slow
 def test_two_process_gloo_matches_single_process(tmp_path, real_cifar_root):
     """On the real images. On the synthetic stand-in (flat coloured squares) some parameters
     get near-zero gradients, which Adam's per-parameter normalisation turns into full-size steps
@@ -77,23 +78,21 @@ def test_two_process_gloo_matches_single_process(tmp_path, real_cifar_root):
     )
 
 
-# Both ranks are asked to stop (SIGTERM) at their 3rd step: epoch 1, batch 3 of 4.
+# Both processes are asked to stop (SIGTERM) before their 3rd step: epoch 1, batch 3 of 4.
 STOP_AT_STEP_3 = textwrap.dedent(
     """
-    import signal, sys, vitlib.loop as loop
-    real, calls = loop.mixed_loss, []
-    def stop_at_3(*args):
-        calls.append(1)
-        if len(calls) == 3:
+    import signal, sys
+    from vitlib.config import config_from_args
+    from vitlib.train import train
+    def stop_before_step_3(run, images, labels):
+        if run.progress.step + 1 == 3:
             signal.raise_signal(signal.SIGTERM)
-        return real(*args)
-    loop.mixed_loss = stop_at_3
-    import vitlib.train as t
-    sys.exit(t.main(sys.argv[1:]))
+    train(config_from_args(sys.argv[1:]), on_batch=stop_before_step_3)
     """
 )
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_epoch_on_2_processes_resumes_on_1(tmp_path, cifar_root):
     """Equality that holds: the resumed run continues at the same step with the same global
     batches and learning rates, and ends within float rounding of an uninterrupted 1-process

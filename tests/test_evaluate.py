@@ -22,7 +22,7 @@ def checkpoint(tmp_path_factory, cifar_root):
     out = tmp_path_factory.mktemp("eval") / "run"
     config = preset_config(
         "cpu-quick", out=str(out), datapath=str(cifar_root), train_limit=64, test_limit=32,
-        epochs=1, batch_size=32, warmup_epochs=0.5, progress="off", compile=False,
+        epochs=1, batch_size=32, warmup_epochs=0.5, progress_bar="off", compile=False,
         model_overrides={"depth": 1, "dim": 32, "head_channels": 16},
     )  # fmt: skip
     train(config)

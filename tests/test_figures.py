@@ -1,7 +1,11 @@
-"""vitlib.plots: ``python -m vitlib.plots --readme-figures DIR`` writes every README figure as a
-valid, small image; images reach ``imshow`` through ``to_imshow``."""
+"""vitlib.plots and the README's figures: ``python bench/figures.py --out DIR`` writes every README
+figure as a valid, small image; images reach ``imshow`` through ``to_imshow``."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ from vitlib import plots
 from vitlib.data import CLASSES, load_cifar10
 from vitlib.relpos import relative_position_index
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
 EXPECTED = {
     "patch_grid.png": ("PNG", 1),
     "relative_index.png": ("PNG", 1),
@@ -22,9 +28,23 @@ EXPECTED = {
 }
 
 
-def test_main_writes_every_figure(cifar_root, tmp_path):
+def _load_bench_module(name: str):
+    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
+    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def test_bench_figures_writes_every_figure(cifar_root, tmp_path):
     out = tmp_path / "Images"
-    assert plots.main(["--readme-figures", str(out), "--datapath", str(cifar_root)]) == 0
+    figures = _load_bench_module("figures")
+    assert figures.main(["--out", str(out), "--datapath", str(cifar_root)]) == 0
     for name, (kind, min_frames) in EXPECTED.items():
         path = out / name
         assert path.is_file(), f"{name} was not written"
@@ -83,11 +103,14 @@ def test_plot_index_draws_the_index_on_the_given_axes():
     assert [t.get_text() for t in ax.texts][:3] == ["7", "8", "9"]  # query 0: offsets (0, 0..2)
 
 
-def test_cli_needs_a_run_or_readme_figures(tmp_path, capsys):
+def test_cli_plots_a_run_or_names_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plots.main([])
-    with pytest.raises(SystemExit):
-        plots.main([str(tmp_path), "--readme-figures", str(tmp_path)])
-    assert "give either a run directory or --readme-figures DIR" in capsys.readouterr().err
+    assert "run_dir" in capsys.readouterr().err
     assert plots.main([str(tmp_path)]) == 1  # no metrics.csv
     assert "metrics.csv" in capsys.readouterr().err
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,train_loss,test_loss,test_acc,lr\n1,2.0,1.9,0.3,1e-3\n"
+    )
+    assert plots.main([str(tmp_path), "--output", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 10_000

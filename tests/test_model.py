@@ -65,9 +65,9 @@ def test_fast_and_teaching_models_give_the_same_logits_and_gradients(dtype, tol,
         "projection": projection,
     }
     teaching = with_random_gains(
-        vitlib.create_model(REFERENCE, attention="reference", **overrides)
+        vitlib.create_model(REFERENCE, attention="teaching", **overrides)
     ).to(dtype)
-    fast = vitlib.create_model(REFERENCE, attention="fast", **overrides).to(dtype)
+    fast = vitlib.create_model(REFERENCE, attention="fused", **overrides).to(dtype)
     fast.load_state_dict(teaching.state_dict())
     images = torch.rand(9, 3, 32, 32, dtype=dtype)
     labels = torch.randint(0, 10, (9,))
@@ -84,7 +84,7 @@ def test_set_attention_switches_form_in_place():
     model = with_random_gains(vitlib.create_model("vit_cifar10_small", head_dropout=0.0)).eval()
     images = torch.rand(2, 3, 32, 32)
     fast = model(images)
-    reference = model.set_attention("reference")(images)
+    reference = model.set_attention("teaching")(images)
     assert model.config.attention == "reference"
     assert torch.allclose(fast, reference, atol=1e-5)
     with pytest.raises(ValueError, match="unknown attention form 'slow'"):
@@ -95,7 +95,7 @@ def test_set_attention_switches_form_in_place():
 
 def test_create_model_and_overrides():
     assert {REFERENCE, "vit_cifar10_small"} <= set(vitlib.list_models())
-    model = vitlib.create_model(REFERENCE, attention="reference", num_classes=100)
+    model = vitlib.create_model(REFERENCE, attention="teaching", num_classes=100)
     assert model.head.out_features == 100 and model.config.attention == "reference"
     assert vitlib.create_model(REFERENCE).state_dict().keys() == model.state_dict().keys()
     small = vitlib.create_model("vit_cifar10_small")
@@ -152,7 +152,7 @@ def test_ablation_switches():
         x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             fast = model.eval()(x)
-            assert torch.allclose(model.set_attention("reference")(x), fast, atol=1e-5)
+            assert torch.allclose(model.set_attention("teaching")(x), fast, atol=1e-5)
     attn = vitlib.create_model("vit_cifar10_small", relative_position=False).blocks[0].attn
     assert attn.rel_pos is None and attn.bias() is None
     maps = attn.attention_map(torch.randn(2, 64, 128))

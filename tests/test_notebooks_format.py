@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-# Keys that nbstripout removes beyond its defaults; keep in sync with the README's command.
+# Keys that nbstripout removes beyond its defaults; keep in sync with docs/contributing.md.
 EXTRA_KEYS = (
     "metadata.papermill cell.metadata.papermill metadata.widgets metadata.language_info.version"
 )
@@ -45,10 +44,12 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_normalised(path):
     """What ``nbstripout --keep-output --keep-count --extra-keys ...`` would leave unchanged."""
-    if shutil.which("nbstripout") is None:
+    if importlib.util.find_spec("nbstripout") is None:
         pytest.skip("nbstripout is not installed (pip install -e .[dev])")
     result = subprocess.run(
         [
+            sys.executable,
+            "-m",
             "nbstripout",
             "--verify",
             "--keep-output",
@@ -61,7 +62,7 @@ def test_normalised(path):
         text=True,
     )
     assert result.returncode == 0, (
-        f"{path.name} is not normalised; run: nbstripout --keep-output --keep-count "
+        f"{path.name} is not normalised; run: python -m nbstripout --keep-output --keep-count "
         f'--extra-keys "{EXTRA_KEYS}" notebooks/*.ipynb\n{result.stdout}{result.stderr}'
     )
 

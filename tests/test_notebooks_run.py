@@ -10,6 +10,8 @@ parameters with an error naming them."""
 from __future__ import annotations
 
 import csv
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,12 @@ nbformat = pytest.importorskip("nbformat")
 
 import torch  # noqa: E402
 
-from vitlib.ablations import VARIANTS, read_csv  # noqa: E402
 from vitlib.checkpoint import load_checkpoint  # noqa: E402
 from vitlib.data import load_cifar10  # noqa: E402
 from vitlib.evaluate import evaluate_model, load_model  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+BENCH = NOTEBOOKS.parent / "bench"
 TINY = {
     "preset": "cpu-quick",
     "epochs": 1,
@@ -143,15 +145,29 @@ def test_results_notebook_names_a_missing_checkpoint(tmp_path):
     assert str(missing) in str(error.value) and "05_training.ipynb" in str(error.value)
 
 
+def _load_bench_module(name: str):
+    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
+    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
 def test_ablations_notebook_reruns_tiny(cifar_root, tmp_path):
     """07 with rerun=True trains every variant (tiny model, seconds each) and tabulates them."""
     text = execute(
         "07_ablations.ipynb", tmp_path / "07.ipynb", rerun=True, tiny=True, minutes=0.05,
         seeds=[0], datapath=str(cifar_root), out=str(tmp_path / "runs"),
     )  # fmt: skip
-    runs = read_csv(tmp_path / "runs" / "ablations.csv")
-    assert [r["variant"] for r in runs] == list(VARIANTS)
-    assert f"{len(VARIANTS)} runs" in text and str(tmp_path / "runs") in text
+    ablations = _load_bench_module("ablations")  # the harness 07 runs
+    runs = ablations.read_csv(tmp_path / "runs" / "ablations.csv")
+    assert [r["variant"] for r in runs] == list(ablations.VARIANTS)
+    assert f"{len(ablations.VARIANTS)} runs" in text and str(tmp_path / "runs") in text
     assert "ResNet-20 (a CNN)" in text and "points:" in text
 
 

@@ -1,18 +1,27 @@
-"""The repository's own promises: CI runs the README's commands, the top level stays small, lint passes."""
+"""The repository's own promises: CI runs the README's commands, the top level stays small, lint
+passes, and pyproject.toml and environment.yml declare the same runtime dependencies."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest itself depends on tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL = {
     "vitlib",
     "notebooks",
+    "docs",
     "Images",
     "tests",
     "bench",
@@ -47,7 +56,69 @@ def test_top_level_is_only_what_the_project_promises():
     assert {line.split("/")[0] for line in files.splitlines()} <= TOP_LEVEL
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="needs ruff (pip install -e '.[dev]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ruff") is None, reason="needs ruff (pip install -e '.[dev]')"
+)
 def test_ruff_lints_code_and_notebooks():
-    done = subprocess.run(["ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# conda-forge's name where it differs from the Python package's
+CONDA_NAMES = {"torch": "pytorch"}
+# environment.yml entries that are tooling, not runtime dependencies of vitlib
+CONDA_ONLY = {"python", "pip"}
+
+
+def pyproject_dependencies(text: str) -> dict[str, str | None]:
+    """name (conda's spelling) -> lower bound (``>=``) of pyproject's runtime dependencies."""
+    deps = {}
+    for line in tomllib.loads(text)["project"]["dependencies"]:
+        req = Requirement(line)
+        lower = [spec.version for spec in req.specifier if spec.operator == ">="]
+        name = req.name.lower()
+        deps[CONDA_NAMES.get(name, name)] = lower[0] if lower else None
+    return deps
+
+
+def conda_dependencies(text: str) -> dict[str, str | None]:
+    """name -> lower bound (``>=``) of environment.yml's conda dependencies (not its pip section)."""
+    deps = {}
+    top = re.search(r"^dependencies:\n((?:[ \t]+.*\n?)*)", text, re.M)
+    assert top, "environment.yml has no dependencies: list"
+    for line in top.group(1).splitlines():
+        item = re.match(
+            r"^  - ([A-Za-z0-9_.-]+)\s*(?:(>=|[=<>!~]=?)\s*([^\s#]+))?\s*(?:#.*)?$", line
+        )
+        if item is None:  # the pip section, its entries, comments
+            continue
+        name, op, version = item.groups()
+        if name.lower() not in CONDA_ONLY:
+            deps[name.lower()] = version if op == ">=" else None
+    return deps
+
+
+def test_environment_yml_matches_pyproject():
+    """Every runtime dependency of pyproject.toml is in environment.yml with the same lower
+    bound (torch is pytorch on conda-forge), and environment.yml adds none of its own."""
+    wanted = pyproject_dependencies((ROOT / "pyproject.toml").read_text())
+    conda = conda_dependencies((ROOT / "environment.yml").read_text())
+    assert wanted and all(wanted.values()), f"give every dependency a lower bound: {wanted}"
+    missing = {name: bound for name, bound in wanted.items() if conda.get(name) != bound}
+    extra = {name: bound for name, bound in conda.items() if name not in wanted}
+    assert not missing, f"environment.yml lacks or bounds differently: {missing} (in it: {conda})"
+    assert not extra, f"environment.yml has dependencies that pyproject.toml lacks: {extra}"
+
+
+def test_dependency_parsers_see_drift():
+    """The two parsers above read what the check needs: names, bounds, the pip section left out."""
+    pyproject = '[project]\ndependencies = ["torch>=2.4", "NumPy>=1.24,<3", "tqdm"]\n'
+    assert pyproject_dependencies(pyproject) == {"pytorch": "2.4", "numpy": "1.24", "tqdm": None}
+    environment = (
+        "name: x\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pip\n"
+        "  - pytorch>=2.4\n  - numpy >=1.20  # old\n  - tqdm=4.66\n  - pip:\n"
+        '      - -e ".[dev]"\n      - einops>=0.7\n'
+    )
+    assert conda_dependencies(environment) == {"pytorch": "2.4", "numpy": "1.20", "tqdm": None}

@@ -4,8 +4,7 @@ and a finished run extended with --epochs."""
 
 import pytest
 import torch
-from helpers import labelled_images
-from test_ddp import FLAGS
+from helpers import labelled_images, tiny_argv
 
 from vitlib import data as D
 from vitlib.checkpoint import load_checkpoint
@@ -45,7 +44,7 @@ def test_global_batches_are_the_same_images_for_any_number_of_processes(world_si
 
 def test_a_finished_run_is_extended_with_epochs_and_never_shortened(tmp_path, cifar_root, capsys):
     run = tmp_path / "run"
-    base = [*FLAGS, "--datapath", str(cifar_root), "--out", str(run)]
+    base = tiny_argv(run, cifar_root, "--epochs", "2")
     assert main(base) == 0
     assert main([*base, "--resume"]) == 0
     assert "already holds the complete run (2 epochs): nothing to do; pass --epochs M (more " \
@@ -54,11 +53,10 @@ def test_a_finished_run_is_extended_with_epochs_and_never_shortened(tmp_path, ci
     out = capsys.readouterr().out
     assert "extending the run from 2 to 3 epochs" in out and "resuming from epoch 3" in out
     extended = load_checkpoint(run / "last.pt")
-    assert extended["step"] == 12
-    assert main([*FLAGS, "--datapath", str(cifar_root), "--out", str(tmp_path / "three"),
-                 "--epochs", "3"]) == 0  # fmt: skip
-    planned = load_checkpoint(tmp_path / "three" / "last.pt")["scheduler"]["lr_lambdas"]
-    assert extended["scheduler"]["lr_lambdas"] == planned  # the 3-epoch schedule, not the 2-epoch
+    assert extended["step"] == 18
+    assert main(tiny_argv(tmp_path / "three", cifar_root, "--epochs", "3")) == 0
+    planned = load_checkpoint(tmp_path / "three" / "last.pt")["progress"]["history"]
+    assert extended["progress"]["history"][2]["lr"] == planned[2]["lr"]  # the 3-epoch schedule
     capsys.readouterr()
     assert main([*base, "--resume", "--epochs", "1"]) == 1
     assert "--epochs 1 is shorter than the run" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_a_run_that_does_not_fit_in_memory_is_refused_naming_the_flag(
 ):
     monkeypatch.setattr(hardware, "available_memory", lambda device: 2**30)  # a 1 GiB machine
     argv = ["--preset", "reference", "--device", "cpu", "--batch_size", "512", "--epochs", "1",
-            "--datapath", str(cifar_root), "--out", str(tmp_path / "run"), "--progress", "off"]  # fmt: skip
+            "--datapath", str(cifar_root), "--out", str(tmp_path / "run"), "--progress_bar", "off"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "needs about" in err and "GiB on cpu for batch_size=512" in err

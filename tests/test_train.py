@@ -1,4 +1,6 @@
-"""The training loop on a tiny model and 128 real images: outputs, exact resume, locks, NaN."""
+"""The training run on the tiny config: what it writes, exact resume, locks, non-finite losses,
+EMA and TTA, the validation split, the learning rate of every step, and the recipes no preset
+test runs otherwise (the reference recipe's restarts, fp16 with gradient clipping)."""
 
 import csv
 import dataclasses
@@ -10,55 +12,39 @@ import sys
 
 import pytest
 import torch
+from helpers import TINY_MODEL, assert_same_tensors
 
-import vitlib.loop as loop_module
 from vitlib.checkpoint import load_checkpoint
-from vitlib.config import preset_config
 from vitlib.data import load_cifar10
 from vitlib.evaluate import evaluate_model, load_model
 from vitlib.rundir import RunLock
-from vitlib.schedule import build_schedule
+from vitlib.schedule import lr_at
 from vitlib.train import TrainingError, train
 
-TINY_MODEL = {"depth": 1, "dim": 32, "head_channels": 16, "head_dropout": 0.3}
-
-
-def tiny(out, **overrides):
-    """3 epochs x 4 steps of a 109k-parameter model, CutMix + full augmentation + dropout."""
-    settings = dict(
-        out=str(out),
-        train_limit=128,
-        test_limit=64,
-        epochs=3,
-        batch_size=32,
-        warmup_epochs=0.5,
-        model_overrides=TINY_MODEL,
-        augment="recipe",
-        mix="cutmix",
-        progress="off",
-        compile=False,
-    )
-    return preset_config("cpu-quick", **{**settings, **overrides})
+STEPS = 6  # per epoch of the tiny run: 96 images in batches of 16
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, cifar_root):
+def uninterrupted(tmp_path_factory, tiny_config):
     out = tmp_path_factory.mktemp("full") / "run"
-    result = train(tiny(out, datapath=str(cifar_root)))
-    return out, result
+    return out, train(tiny_config(out))
 
 
 def weights(run_dir):
     return load_checkpoint(run_dir / "last.pt")["model"]
 
 
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+def at_step(n, action):
+    """An ``on_batch`` hook that calls ``action(images)`` before the run's n-th step."""
+
+    def hook(run, images, labels):
+        if run.progress.step + 1 == n:
+            action(images)
+
+    return hook
 
 
-def test_run_directory_contents(uninterrupted):
+def test_run_directory_contents(uninterrupted, tiny_config):
     out, result = uninterrupted
     assert {"config.json", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt"} <= set(
         os.listdir(out)
@@ -71,191 +57,207 @@ def test_run_directory_contents(uninterrupted):
     assert float(rows[-1]["test_acc"]) == pytest.approx(result["test_acc"])
     assert json.loads((out / "config.json").read_text())["model_overrides"] == TINY_MODEL
     state = load_checkpoint(out / "last.pt")
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "config"} <= set(state)
+    assert {"model", "optimizer", "scaler", "epoch", "step", "config", "progress"} <= set(state)
     plain = torch.load(out / "last.pt", weights_only=True)  # a standard torch archive
-    assert_same_weights(plain["model"], state["model"])
-    assert (state["epoch"], state["step"]) == (3, 12)
-    # step-wise schedule: 12 scheduler steps; the lr logged for epoch 1 is that of its 4th step
-    assert state["scheduler"]["last_epoch"] == 12
-    config = tiny(out)
-    schedule = build_schedule(lr=config.lr, min_lr=config.min_lr, epochs=3, warmup_epochs=0.5,
-                              cycles=1, unit="step", steps_per_epoch=4)  # fmt: skip
-    logged = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").open()]
-    assert logged == [config.lr * schedule(t) for t in (3, 7, 11)]
+    assert_same_tensors(plain["model"], state["model"])
+    assert (state["epoch"], state["step"]) == (3, 3 * STEPS)
     model, best = load_model(out / "best.pt")
     assert best["progress"]["best_acc"] == max(float(r["test_acc"]) for r in rows)
-    assert model.config.depth == 1
+    assert best["optimizer"] is None and model.config.depth == 1
 
 
-def test_compiling_leaves_the_batchnorm_statistics_alone(
-    uninterrupted, tmp_path, monkeypatch, cifar_root
-):
-    """Compiling runs one warm-up step on a zero batch; it must not move the stem's BatchNorm
-    statistics, or a compiled run would differ from an eager one and resume inexactly.
-    (torch.compile is replaced by the identity: the same warm-up, without the compile time.)"""
-    monkeypatch.setattr(torch, "compile", lambda model, options=None: model)
+def test_every_step_takes_its_learning_rate_from_lr_at(tmp_path, tiny_config):
+    """Per step (cpu-quick): step s runs at lr_at(s); the metrics log each epoch's last step."""
+    config, seen = tiny_config(tmp_path / "run"), []
+    train(config, on_batch=lambda run, images, labels: seen.append(run.progress.step))
+    lrs = [lr_at(s, lr=config.lr, min_lr=config.min_lr, warmup=0.5 * STEPS,
+                 cycle_length=3 * STEPS) for s in seen]  # fmt: skip
+    assert seen == list(range(3 * STEPS)) and lrs[0] == config.min_lr
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert logged == [lrs[STEPS - 1], lrs[2 * STEPS - 1], lrs[3 * STEPS - 1]]
+
+
+@pytest.mark.slow
+def test_the_reference_recipe_restarts_inside_the_run_and_resumes_mid_cycle(tmp_path, tiny_config):
+    """The reference preset's own loop, tiny: per-epoch lr with 2 warm restarts in 4 epochs
+    (cycles of 2 epochs, warmup 1 epoch), stopped mid-cycle and resumed, then extended."""
+    settings = dict(cycles=2, epochs=4, warmup_epochs=1.0, schedule_unit="epoch", lr=2e-3)
+    config = dataclasses.replace(tiny_config(tmp_path / "whole"), preset="reference", **settings)
+    whole = train(config)
+    assert [r["lr"] for r in whole["history"]] == [1e-5, 2e-3, 1e-5, 2e-3]  # restart at epoch 3
+    out = tmp_path / "stopped"
+    stopped = dataclasses.replace(config, out=str(out))
+    sigterm = at_step(2 * STEPS + 2, lambda images: signal.raise_signal(signal.SIGTERM))
+    assert train(stopped, on_batch=sigterm)["interrupted"] == signal.SIGTERM
+    assert load_checkpoint(out / "last.pt")["step"] == 2 * STEPS + 2  # inside cycle 2
+    resumed = train(dataclasses.replace(stopped, resume=True))
+    assert [r["lr"] for r in resumed["history"]] == [r["lr"] for r in whole["history"]]
+    assert_same_tensors(weights(out), weights(tmp_path / "whole"))
+    extended = train(dataclasses.replace(stopped, resume=True, epochs=6))  # cycles of 3 epochs
+    assert [r["lr"] for r in extended["history"]][4:] == pytest.approx([2e-3, 1.005e-3])
+
+
+def test_fp16_with_gradient_clipping_and_loss_scaling(tmp_path, tiny_config):
+    """fp16 needs CUDA; on a CPU the same step runs a GradScaler in fp32 arithmetic: clipping
+    unscales the gradients first, and the scaler's state is saved for an exact resume."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = "fp16" if device == "cuda" else "fp32"
+    config = tiny_config(tmp_path / "run", epochs=1, grad_clip=0.1, precision=precision,
+                         device=device)  # fmt: skip
+    norms = []
+
+    def clipped_norm(run, images, labels):
+        grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+        if grads:  # the previous step's gradients are gone (zero_grad(set_to_none))
+            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+
+    result = train(config, on_batch=clipped_norm)
+    assert result["step"] == STEPS and torch.isfinite(torch.tensor(result["train_loss"]))
+    assert "scale" in load_checkpoint(tmp_path / "run" / "last.pt")["scaler"] or device == "cpu"
+    assert norms == []  # gradients never outlive their step
+
+
+def test_resume_after_a_crash_at_an_epoch_boundary_is_exact(uninterrupted, tmp_path, tiny_config):
     out = tmp_path / "run"
-    train(tiny(out, datapath=str(cifar_root), compile=True))
-    assert_same_weights(weights(out), weights(uninterrupted[0]))  # buffers included
 
-
-def test_channels_last_changes_the_memory_order_not_the_run(uninterrupted, tmp_path, cifar_root):
-    """``channels_last`` stores the conv weights NHWC (the stem's 3x3 convolutions show it; a 1x1
-    or depthwise weight is both layouts at once) and trains the same run: other kernels only
-    round otherwise."""
-    out = tmp_path / "run"
-    result = train(tiny(out, datapath=str(cifar_root), channels_last=True))
-    nhwc, nchw = weights(out), weights(uninterrupted[0])
-    spatial = [k for k, w in nhwc.items() if w.dim() == 4 and w.shape[1] > 1 and w.shape[-1] > 1]
-    assert spatial
-    for key in spatial:
-        assert nhwc[key].is_contiguous(memory_format=torch.channels_last), key
-        assert not nchw[key].is_contiguous(memory_format=torch.channels_last), key
-    losses = [e["train_loss"] for e in uninterrupted[1]["history"]]
-    assert [e["train_loss"] for e in result["history"]] == pytest.approx(losses, rel=1e-2)
-
-
-def test_resume_after_a_crash_at_an_epoch_boundary_is_exact(
-    uninterrupted, tmp_path, monkeypatch, cifar_root
-):
-    out = tmp_path / "run"
-    real_append = loop_module.append_metrics
-
-    def crash_after_epoch_1(run_dir, record):
-        real_append(run_dir, record)
+    def crash_after_epoch_1(run, record):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(loop_module, "append_metrics", crash_after_epoch_1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny(out, datapath=str(cifar_root)))
-    monkeypatch.undo()
+        train(tiny_config(out), on_epoch_end=crash_after_epoch_1)
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
-    result = train(tiny(out, datapath=str(cifar_root), resume=True))
-    assert_same_weights(weights(out), weights(uninterrupted[0]))
+    result = train(tiny_config(out, resume=True))
+    assert_same_tensors(weights(out), weights(uninterrupted[0]))
     assert result["test_acc"] == uninterrupted[1]["test_acc"]
     assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_sigterm_mid_epoch_saves_and_resume_is_exact(
-    uninterrupted, tmp_path, monkeypatch, cifar_root, capsys
-):
+def test_sigterm_mid_epoch_saves_and_resume_is_exact(uninterrupted, tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    real_loss, calls = loop_module.mixed_loss, []
-
-    def sigterm_on_6th_step(*args):
-        calls.append(1)
-        if len(calls) == 6:  # epoch 2, batch 2
-            signal.raise_signal(signal.SIGTERM)
-        return real_loss(*args)
-
-    monkeypatch.setattr(loop_module, "mixed_loss", sigterm_on_6th_step)
-    result = train(tiny(out, datapath=str(cifar_root)))
-    monkeypatch.undo()
+    sigterm = at_step(STEPS + 2, lambda images: signal.raise_signal(signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    result = train(tiny_config(out), on_batch=sigterm)
     assert result["interrupted"] == signal.SIGTERM
     state = load_checkpoint(out / "last.pt")
-    assert (state["progress"]["epoch"], state["progress"]["batch"], state["step"]) == (1, 2, 6)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert (state["progress"]["epoch"], state["progress"]["batch"], state["step"]) == (1, 2, 8)
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
     capsys.readouterr()
-    train(tiny(out, datapath=str(cifar_root), resume=True))
-    assert "resuming from epoch 2 (step 6, batch 2 of that epoch)" in capsys.readouterr().out
-    assert_same_weights(weights(out), weights(uninterrupted[0]))
+    train(tiny_config(out, resume=True))
+    assert "resuming from epoch 2 (step 8, batch 2 of that epoch)" in capsys.readouterr().out
+    assert_same_tensors(weights(out), weights(uninterrupted[0]))
 
 
-def test_second_run_into_the_same_directory_refuses(uninterrupted, cifar_root):
+def test_second_run_into_the_same_directory_refuses(uninterrupted, tiny_config):
     out = uninterrupted[0]
     with pytest.raises(TrainingError, match="already holds a run .*--resume"):
-        train(tiny(out, datapath=str(cifar_root)))
+        train(tiny_config(out))
     with RunLock(out, resume=True):  # as a live run in this process holds it
         with pytest.raises(TrainingError, match=f"in use by process {os.getpid()}"):
-            train(tiny(out, datapath=str(cifar_root), resume=True))
+            train(tiny_config(out, resume=True))
     assert not (out / "run.lock").exists()
 
 
-def test_stale_lock_is_taken_over_only_when_resuming(tmp_path, cifar_root):
+def test_stale_lock_is_taken_over_only_when_resuming(tmp_path, tiny_config):
     out = tmp_path / "run"
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / "run.lock").write_text(f"{dead.pid} {os.uname().nodename}\n")
     with pytest.raises(TrainingError, match="stale lock .*--resume"):
-        train(tiny(out, datapath=str(cifar_root), epochs=1))
+        train(tiny_config(out, epochs=1))
+    assert train(tiny_config(out, epochs=1, resume=True))["epoch"] == 1
 
 
-def test_resume_refuses_a_changed_config(uninterrupted, cifar_root):
+def test_resume_refuses_a_changed_config(uninterrupted, tiny_config):
     with pytest.raises(ValueError, match=r"different config.*lr: 0.003 -> 0.01"):
-        train(tiny(uninterrupted[0], datapath=str(cifar_root), resume=True, lr=0.01))
+        train(tiny_config(uninterrupted[0], resume=True, lr=0.01))
 
 
-def test_resume_without_checkpoint(tmp_path, cifar_root):
+def test_resume_without_checkpoint(tmp_path, tiny_config):
     with pytest.raises(FileNotFoundError, match=r"last\.pt does not exist"):
-        train(tiny(tmp_path / "empty", datapath=str(cifar_root), resume=True))
+        train(tiny_config(tmp_path / "empty", resume=True))
 
 
-def nan_on_6th_step(monkeypatch):
-    real_loss, calls = loop_module.mixed_loss, []
+def nan_at_step(n):
+    """An ``on_batch`` hook that makes the n-th step's loss NaN: the classifier's bias is +inf
+    for that step only, so every logit is inf (inf - inf in the softmax)."""
+    kept = {}
 
-    def loss(*args):
-        calls.append(1)
-        value = real_loss(*args)
-        return value * float("nan") if len(calls) == 6 else value
+    def hook(run, images, labels):
+        bias = run.model.head.bias.data
+        if run.progress.step + 1 == n:
+            kept["bias"] = bias.clone()
+            bias.fill_(float("inf"))
+        elif "bias" in kept:
+            bias.copy_(kept.pop("bias"))
 
-    monkeypatch.setattr(loop_module, "mixed_loss", loss)
+    return hook
 
 
-def test_nonfinite_loss_stops_naming_step_lr_and_checkpoint(tmp_path, monkeypatch, cifar_root):
-    nan_on_6th_step(monkeypatch)
+def test_nonfinite_loss_stops_naming_step_lr_and_checkpoint(tmp_path, tiny_config):
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as info:
-        train(tiny(out, datapath=str(cifar_root)))
+        train(tiny_config(out), on_batch=nan_at_step(STEPS + 2))
     message = str(info.value)
-    assert "non-finite loss (nan) at step 6 (epoch 2, batch 2), lr " in message
+    assert "non-finite loss (nan) at step 8 (epoch 2, batch 2), lr " in message
     assert f"last good checkpoint: {out / 'last.pt'}" in message
     assert load_checkpoint(out / "last.pt")["epoch"] == 1  # the good checkpoint is intact
 
 
-def test_nonfinite_loss_skip_option(tmp_path, monkeypatch, cifar_root):
-    nan_on_6th_step(monkeypatch)
-    result = train(tiny(tmp_path / "run", datapath=str(cifar_root), on_nonfinite="skip"))
-    assert [r["skipped_steps"] for r in result["history"]] == [0, 1, 1]
-    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "run").values())
-
-
-def test_mixup_ema_and_tta(tmp_path, cifar_root):
+def test_nonfinite_loss_skip_option(tmp_path, tiny_config):
     out = tmp_path / "run"
-    config = tiny(out, datapath=str(cifar_root), epochs=1, mix="mixup", ema=0.5, tta=True)
-    result = train(config)
+    result = train(tiny_config(out, on_nonfinite="skip"), on_batch=nan_at_step(STEPS + 2))
+    assert [r["skipped_steps"] for r in result["history"]] == [0, 1, 1]
+    assert all(torch.isfinite(v).all() for v in weights(out).values())
+
+
+def test_ema_and_tta(tmp_path, tiny_config, cifar_root):
+    out = tmp_path / "run"
+    result = train(tiny_config(out, epochs=1, ema=0.5, tta=True))
     state = load_checkpoint(out / "last.pt")
-    assert state["ema_n_averaged"] == 4  # one EMA update per step
+    assert state["ema_n_averaged"] == STEPS  # one EMA update per step
     assert not torch.equal(state["ema"]["head.weight"], state["model"]["head.weight"])
     model, _ = load_model(out / "last.pt")  # evaluation uses the EMA weights
     assert torch.equal(model.state_dict()["head.weight"], state["ema"]["head.weight"])
-    images, labels = load_cifar10(cifar_root, "test", limit=64)
+    images, labels = load_cifar10(cifar_root, "test", limit=32)
     again = evaluate_model(model, images, labels, tta=True, autocast_dtype=torch.bfloat16)
     assert result["epoch"] == 1 and result["test_acc"] == again["accuracy"]  # EMA, flip TTA
 
 
-def test_training_curves_with_the_reference_overlaid(uninterrupted):
-    from vitlib.plots import load_reference_log, plot_training
+def test_compiling_leaves_the_batchnorm_statistics_alone(uninterrupted, tmp_path, tiny_config):
+    """Compiling runs one warm-up step on a zero batch; it must not move the stem's BatchNorm
+    statistics, or a compiled run would differ from an eager one and resume inexactly. (The
+    warm-up is checked through ``torch.compile`` replaced by the identity: no compile time.)"""
+    real_compile = torch.compile
+    torch.compile = lambda model, options=None: model
+    try:
+        train(tiny_config(tmp_path / "run", compile=True))
+    finally:
+        torch.compile = real_compile
+    assert_same_tensors(weights(tmp_path / "run"), weights(uninterrupted[0]))  # buffers too
 
-    reference = load_reference_log()
-    assert reference["epoch"][-1] == 200 and reference["test_acc"][-1] == 0.968
-    assert reference["lr"][11] == 1e-3  # the recorded run peaked in epoch 12 (its quirk)
-    fig = plot_training(uninterrupted[0])
-    loss_ax, acc_ax, lr_ax = fig.axes
-    assert len(acc_ax.lines) == 2 and list(acc_ax.lines[0].get_xdata()) == [1, 2, 3]
-    assert lr_ax.get_yscale() == "log"
+
+def test_channels_last_changes_the_memory_order_not_the_run(uninterrupted, tmp_path, tiny_config):
+    out = tmp_path / "run"
+    result = train(tiny_config(out, channels_last=True))
+    stem = weights(out)["stem.layers.0.weight"]
+    assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+    assert weights(uninterrupted[0])["stem.layers.0.weight"].is_contiguous()
+    losses = [r["train_loss"] for r in result["history"]]
+    expected = [r["train_loss"] for r in uninterrupted[1]["history"]]
+    assert losses == pytest.approx(expected, rel=1e-2)
 
 
-def test_validation_split_selects_best_pt(tmp_path, cifar_root):
+def test_validation_split_selects_best_pt(tmp_path, tiny_config):
     """With --val_split, best.pt is the epoch of the best validation accuracy (held out of the
     training images), not of the best test accuracy; without it val_acc is nan."""
     out = tmp_path / "run"
-    result = train(tiny(out, datapath=str(cifar_root), val_split=32, test_limit=32))
+    result = train(tiny_config(out, val_split=32))
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     val = [float(r["val_acc"]) for r in rows]
     assert all(0 <= v <= 1 for v in val)
-    assert load_checkpoint(out / "last.pt")["step"] == 3 * 3  # 96 training images, batch 32
+    assert load_checkpoint(out / "last.pt")["step"] == 3 * 4  # 64 training images left
     best = load_checkpoint(out / "best.pt")
     chosen = max(range(len(val)), key=lambda i: (val[i], i))  # ties: the later epoch
     assert best["epoch"] == chosen + 1 and best["progress"]["best_acc"] == max(val)
@@ -263,16 +265,28 @@ def test_validation_split_selects_best_pt(tmp_path, cifar_root):
 
 
 def test_no_validation_split_writes_nan(uninterrupted):
-    out, _ = uninterrupted
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    rows = list(csv.DictReader((uninterrupted[0] / "metrics.csv").open()))
     assert all(r["val_acc"] == "nan" for r in rows)
 
 
-def test_the_run_says_how_long_it_will_take_and_what_resume_does(tmp_path, cifar_root, capsys):
-    config = tiny(tmp_path / "run", datapath=str(cifar_root))
+def test_the_progress_bar_shows_the_time_left_and_resume_says_what_it_does(
+    tmp_path, tiny_config, capsys
+):
+    config = tiny_config(tmp_path / "run", progress_bar="on")
     train(config)
-    out = capsys.readouterr().out
-    assert "s per step: about" in out and " s for the remaining 1 steps" in out  # 12 steps
+    bar = capsys.readouterr().err
+    assert f"{3 * STEPS}/{3 * STEPS}" in bar and "step/s" in bar  # tqdm: steps, rate, time left
     train(dataclasses.replace(config, resume=True))
     out = capsys.readouterr().out
     assert "already holds the complete run (3 epochs): nothing to do" in out
+
+
+def test_training_curves_with_the_reference_overlaid(uninterrupted):
+    from vitlib.plots import load_reference_log, plot_training
+
+    reference = load_reference_log()
+    assert reference["epoch"][-1] == 200 and reference["test_acc"][-1] == 0.968
+    assert reference["lr"][11] == 1e-3  # the recorded run peaked in epoch 12, one epoch late
+    loss_ax, acc_ax, lr_ax = plot_training(uninterrupted[0]).axes
+    assert len(acc_ax.lines) == 2 and list(acc_ax.lines[0].get_xdata()) == [1, 2, 3]
+    assert lr_ax.get_yscale() == "log"

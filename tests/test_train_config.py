@@ -60,7 +60,7 @@ def test_all_problems_in_one_error():
     for expected in (
         "batch_size='128' has the wrong type: expected <class 'int'>",
         "preset='slow' is out of range: one of ['cpu-quick', 'fast', 'reference']",
-        "mix='blend' is out of range: one of ['cutmix', 'mixup', 'none']",
+        "mix='blend' is out of range: one of ['cutmix', 'none']",
         "lr=-1.0 is out of range: a finite number > 0",
         "warmup_epochs=10.0 is out of range: [0, epochs / cycles)",
         "betas=(0.9, 1.5) is out of range: two numbers in [0, 1)",
@@ -127,8 +127,10 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
         (200, 4, 10.0, "epoch"),  # the recipe itself
         (100, 4, 5.0, "epoch"),  # 4 cycles of 25, warmup a fifth of each
         (41, 1, 8.2, "epoch"),  # 4 does not divide 41: one cycle
-        (8, 1, 1.6, "epoch"),  # 4 cycles would warm up for 0.4 epochs each
-        (4, 1, 0.8, "step"),  # a warmup under one epoch needs per-step stepping
+        (40, 4, 2.0, "epoch"),  # a 2-epoch warmup per epoch: min_lr, then half-way, then the peak
+        (20, 4, 1.0, "step"),  # per epoch, a 1-epoch warmup would jump from min_lr to the peak
+        (8, 1, 1.6, "step"),  # 4 cycles would warm up for 0.4 epochs each
+        (4, 1, 0.8, "step"),
         (1, 1, 0.2, "step"),
     ],
 )

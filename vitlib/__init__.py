@@ -1,7 +1,7 @@
 """vitlib: a Vision Transformer with convolutional attention and relative position bias,
 trained from scratch on CIFAR-10."""
 
-from .augment import TrainAugment, cutmix, mixup
+from .augment import TrainAugment, cutmix
 from .data import CLASSES, DeviceLoader, load_cifar10
 from .model import ModelConfig, RelViT, create_model, list_models
 from .pretrained import list_pretrained, load_pretrained
@@ -18,6 +18,5 @@ __all__ = [
     "list_pretrained",
     "load_cifar10",
     "load_pretrained",
-    "mixup",
 ]
 __version__ = "0.1.0"

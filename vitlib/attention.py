@@ -16,15 +16,19 @@ their own depthwise convolution, follows each with BatchNorm, and strides those 
 (4x fewer keys and values).
 
 :class:`SelfAttention2d` computes this in one of two forms that share their parameters (same
-``state_dict`` keys) and give the same numbers:
+``state_dict`` keys) and compute the same function (in float32 they agree to rounding; under
+bf16 autocast the fused form adds the bias in bf16 and the teaching form in float32, so they are
+the same function, not the same numbers):
 
-* ``"reference"``: the seed's code, step by step. It works on the channel-first map, where
+* ``"teaching"``: the seed's code, step by step. It works on the channel-first map, where
   keys and queries are ``(d, N)`` (the transposes of the ``N x d`` matrices above), computes
   the scores keys-first (``K Q^T`` of shape ``(N_k, N_q)``, the transpose of ``Q K^T``) and takes
   the softmax over ``dim=-2``.
-* ``"fast"`` (default): one fused ``(3C, C)`` projection on tokens ``(B, N, C)`` and
-  :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as an additive mask,
-  so the fused attention kernels do the work and no ``(B, heads, N, N)`` score tensor is kept.
+* ``"fused"`` (default): one fused ``(3C, C)`` projection on tokens ``(B, N, C)`` and
+  :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as an additive mask.
+  On a GPU the memory-efficient kernel takes such a bias and keeps no ``(B, heads, N, N)`` score
+  tensor (the flash kernel takes no bias at all). On a CPU, training runs the math kernel in
+  chunks (:func:`biased_attention`), whose softmax outputs autograd keeps.
 """
 
 from __future__ import annotations
@@ -37,12 +41,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .relpos import RelativePositionBias
 
-ATTENTION_FORMS = ("fast", "reference")
+ATTENTION_FORMS = ("fused", "teaching")
 PROJECTIONS = ("pointwise", "depthwise")
 
 
 def check_attention(
-    dim: int, head_channels: int, form: str = "fast", projection: str = "pointwise"
+    dim: int, head_channels: int, form: str = "fused", projection: str = "pointwise"
 ) -> None:
     """Raise a ``ValueError`` naming the problem unless ``head_channels`` divides ``dim`` and
     ``form`` and ``projection`` are known. The one check of these options: ``ModelConfig``
@@ -74,8 +78,9 @@ def biased_attention(
     queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` or ``None`` (no bias)
     -> ``(B, heads, N, d)``.
 
-    On CUDA the fused kernels take the additive bias (and return its gradient) directly, and so
-    does the CPU flash kernel when no gradient is needed. When a gradient is needed on a CPU,
+    On CUDA the memory-efficient kernel takes the additive bias (and returns its gradient)
+    directly; the flash kernel takes no bias. On a CPU the flash kernel takes it when no gradient
+    is needed. When a gradient is needed on a CPU,
     PyTorch runs a bias that needs one through its unfused math kernel, which writes
     ``(B, heads, N, N)`` scores to memory; running it on chunks of ``CPU_CHUNK`` images keeps
     each chunk's scores in cache, about 2x faster on 2 cores (``bench/model_speed.py``). Without
@@ -108,7 +113,7 @@ class SelfAttention2d(nn.Module):
         dim: int,
         head_channels: int,
         grid: tuple[int, int],
-        form: str = "fast",
+        form: str = "fused",
         projection: str = "pointwise",
         relative_position: bool = True,
     ):
@@ -136,11 +141,11 @@ class SelfAttention2d(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens ``(B, N, C)`` -> ``(B, N, C)``."""
-        if self.form == "reference":
-            return self.forward_reference(tokens)
-        return self.forward_fast(tokens)
+        if self.form == "teaching":
+            return self.forward_teaching(tokens)
+        return self.forward_fused(tokens)
 
-    def forward_reference(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_teaching(self, tokens: torch.Tensor) -> torch.Tensor:
         """The seed's computation, one named step at a time (keys-first layout)."""
         h, w = self.grid
         x = rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)  # (B, C, H, W)
@@ -162,7 +167,7 @@ class SelfAttention2d(nn.Module):
         out = self.unifyheads(out)
         return rearrange(out, "b c h w -> b (h w) c")
 
-    def forward_fast(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_fused(self, tokens: torch.Tensor) -> torch.Tensor:
         """Fused projection + ``scaled_dot_product_attention``, tokens-last layout throughout."""
         b, n, c = tokens.shape
         queries, keys, values = self.project(tokens)

@@ -1,22 +1,17 @@
 """The RECIPE.md train augmentation, batched and vectorised on whatever device the images are on.
 
-Per image, as in the reference run:
-TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> to float in
-[0, 1] -> RandomErasing(p=0.1). Each op below reproduces the arithmetic of torchvision's tensor
-functional (``torchvision.transforms.functional`` on a uint8 tensor, which is what
-``TrivialAugmentWide`` calls): nearest interpolation, fill 0, blends truncated to uint8.
-The per-op tests check bit-for-bit equality. The reference run fed PIL images, whose blends
-round instead of truncating and whose rotation picks other nearest pixels at some borders:
-against that path, Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate
-on about 2% of pixels (tests/test_augment.py bounds the mean difference).
+Per image, as in the reference run: TrivialAugmentWide -> RandomHorizontalFlip(0.5) ->
+RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, the box filled with 0:
+black, torchvision's default; Zhong et al. 2020, https://arxiv.org/abs/1708.04896, fill it with
+random values). Each op is bit for bit torchvision's tensor functional on uint8, as the per-op
+tests check (nearest interpolation, fill 0, blends truncated to uint8). The reference run fed PIL
+images, whose blends round instead and whose rotation picks other nearest pixels at some borders:
+against that path Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate on
+about 2% of pixels (tests/test_augment.py bounds the mean difference).
 
-RandomErasing (Zhong et al. 2020, "Random Erasing Data Augmentation",
-https://arxiv.org/abs/1708.04896) here fills its box with 0, torchvision's default: black, since
-the inputs are in [0, 1] and not normalised. The paper fills the box with random values.
-
-All randomness is drawn from an explicit CPU ``torch.Generator`` (a few numbers per image), so the
-same seed gives the same augmentation on every device; the pixel work runs on the images' device.
-There is no Python loop over images, only over the 14 TrivialAugmentWide ops.
+All randomness comes from an explicit CPU ``torch.Generator`` (a few numbers per image), so a seed
+gives the same augmentation on every device; the pixel work runs on the images' device, looping
+only over the 14 ops, never over images.
 """
 
 from __future__ import annotations
@@ -31,23 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 NUM_BINS = 31
-
-OPS: tuple[str, ...] = (
-    "Identity",
-    "ShearX",
-    "ShearY",
-    "TranslateX",
-    "TranslateY",
-    "Rotate",
-    "Brightness",
-    "Color",
-    "Contrast",
-    "Sharpness",
-    "Posterize",
-    "Solarize",
-    "AutoContrast",
-    "Equalize",
-)
 
 
 def augmentation_space(num_bins: int = NUM_BINS) -> dict[str, tuple[Tensor, bool]]:
@@ -68,6 +46,9 @@ def augmentation_space(num_bins: int = NUM_BINS) -> dict[str, tuple[Tensor, bool
         "AutoContrast": (torch.tensor(0.0), False),
         "Equalize": (torch.tensor(0.0), False),
     }
+
+
+OPS: tuple[str, ...] = tuple(augmentation_space())  # op k of sample_trivial_augment is OPS[k]
 
 
 def _per_image(magnitude: float | Tensor, n: int) -> Tensor:
@@ -109,36 +90,31 @@ def _warp(images: Tensor, theta: Tensor) -> Tensor:
     r = rescaled.view(n, 6, 1, 1).unbind(dim=1)
     gx = torch.addcmul(xs * r[0], ys, r[1]) + r[2]
     gy = torch.addcmul(xs * r[3], ys, r[4]) + r[5]
-    grid = torch.stack([gx, gy], dim=-1)
-    out = F.grid_sample(
-        images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
-    )
+    grid = torch.stack([gx, gy], dim=-1)  # (n, H, W, 2); outside the image: zeros (the default)
+    out = F.grid_sample(images.float(), grid, mode="nearest", align_corners=False)
     return out.round_().to(torch.uint8)
 
 
-def _affine(images: Tensor, center: tuple[float, float] = (0.0, 0.0), **params: Tensor) -> Tensor:
-    """Warp by per-image angle / shear_x / shear_y (degrees) and tx / ty (pixels), float64 (n,);
-    ``center`` is relative to the image centre, as in torchvision's tensor ``affine``."""
-    zero = torch.zeros(images.shape[0], dtype=torch.float64)
+def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
+    """Warp by per-image angle / shear_x / shear_y (degrees) and tx / ty (pixels), float64 (n,),
+    about the image centre, or with ``corner`` about the top-left corner (torchvision's shears)."""
+    n, _, h, w = images.shape
+    zero = torch.zeros(n, dtype=torch.float64)
     args = [params.get(k, zero) for k in ("angle", "shear_x", "shear_y", "tx", "ty")]
+    center = (-0.5 * w, -0.5 * h) if corner else (0.0, 0.0)  # relative to the image centre
     return _warp(images, _inverse_affine(*args, *center))
-
-
-def _shear_center(images: Tensor) -> tuple[float, float]:
-    """torchvision shears about the top-left corner: ``center=[0, 0]`` -> (-W/2, -H/2)."""
-    return (-0.5 * images.shape[-1], -0.5 * images.shape[-2])
 
 
 def shear_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """ShearX by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
-    m = _per_image(magnitude, images.shape[0])
-    return _affine(images, _shear_center(images), shear_x=torch.rad2deg(torch.atan(m)))
+    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, images.shape[0])))
+    return _affine(images, corner=True, shear_x=degrees)
 
 
 def shear_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """ShearY by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
-    m = _per_image(magnitude, images.shape[0])
-    return _affine(images, _shear_center(images), shear_y=torch.rad2deg(torch.atan(m)))
+    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, images.shape[0])))
+    return _affine(images, corner=True, shear_y=degrees)
 
 
 def translate_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
@@ -174,9 +150,8 @@ def _grayscale(images: Tensor) -> Tensor:
 
 
 def brightness(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """Scale brightness by ``1 + magnitude``. uint8 (n, C, H, W) -> same."""
-    factor = 1.0 + _per_image(magnitude, images.shape[0])
-    return _blend(images, torch.zeros_like(images), factor)
+    """Scale brightness by ``1 + magnitude`` (blend with black). uint8 (n, C, H, W) -> same."""
+    return _blend(images, torch.zeros_like(images), 1.0 + _per_image(magnitude, images.shape[0]))
 
 
 def color(images: Tensor, magnitude: float | Tensor) -> Tensor:
@@ -191,15 +166,13 @@ def contrast(images: Tensor, magnitude: float | Tensor) -> Tensor:
 
 
 def sharpness(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """Sharpen by ``1 + magnitude``: blend with a 3x3 smoothed copy (border pixels kept).
-    uint8 (n, C, H, W) -> same."""
+    """Sharpen by ``1 + magnitude``: blend with a copy smoothed by [[1, 1, 1], [1, 5, 1],
+    [1, 1, 1]] / 13, its border pixels kept. uint8 (n, C, H, W) -> same."""
     c = images.shape[1]
-    kernel = torch.ones(3, 3, device=images.device)
-    kernel[1, 1] = 5.0
-    kernel = (kernel / kernel.sum()).expand(c, 1, 3, 3)
-    smooth = F.conv2d(images.float(), kernel, groups=c).round_().to(torch.uint8)
+    kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=images.device) / 13
+    smooth = F.conv2d(images.float(), kernel.expand(c, 1, 3, 3), groups=c).round_()
     degenerate = images.clone()
-    degenerate[..., 1:-1, 1:-1] = smooth
+    degenerate[..., 1:-1, 1:-1] = smooth.to(torch.uint8)
     return _blend(images, degenerate, 1.0 + _per_image(magnitude, images.shape[0]))
 
 
@@ -220,10 +193,9 @@ def autocontrast(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
     """Stretch each channel to 0..255 (``magnitude`` ignored). uint8 (n, C, H, W) -> same."""
     lo = images.amin(dim=(-2, -1), keepdim=True).float()
     hi = images.amax(dim=(-2, -1), keepdim=True).float()
-    flat = hi == lo
+    flat = hi == lo  # a constant channel stays as it is
     scale = torch.where(flat, 1.0, 255.0 / (hi - lo))
-    lo = torch.where(flat, 0.0, lo)
-    return ((images - lo) * scale).clamp_(0, 255).to(torch.uint8)
+    return ((images - torch.where(flat, 0.0, lo)) * scale).clamp_(0, 255).to(torch.uint8)
 
 
 def equalize(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
@@ -246,39 +218,28 @@ def identity(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
     return images
 
 
-OP_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "Identity": identity,
-    "ShearX": shear_x,
-    "ShearY": shear_y,
-    "TranslateX": translate_x,
-    "TranslateY": translate_y,
-    "Rotate": rotate,
-    "Brightness": brightness,
-    "Color": color,
-    "Contrast": contrast,
-    "Sharpness": sharpness,
-    "Posterize": posterize,
-    "Solarize": solarize,
-    "AutoContrast": autocontrast,
-    "Equalize": equalize,
-}
+OP_FUNCTIONS: dict[str, Callable[[Tensor, float | Tensor], Tensor]] = {
+    "Identity": identity, "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
+    "TranslateY": translate_y, "Rotate": rotate, "Brightness": brightness, "Color": color,
+    "Contrast": contrast, "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
+    "AutoContrast": autocontrast, "Equalize": equalize,
+}  # fmt: skip
 
 
-# ---------------------------------------------------------------- random parameters and pipeline
+# ---------------------------------------------------------------- random parameters
 
 
 def sample_trivial_augment(
-    n: int, generator: torch.Generator | None = None, num_bins: int = NUM_BINS
+    n: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Per image: an op index uniform over ``OPS``, a magnitude bin uniform over ``num_bins``, and
-    a random sign for signed ops, as ``TrivialAugmentWide.forward``.
+    """Per image, as ``TrivialAugmentWide.forward``: an op uniform over ``OPS``, a magnitude bin
+    uniform over the 31 bins, and a random sign for signed ops.
     Returns (op int64 (n,), magnitude float64 (n,)), on the CPU."""
-    space = augmentation_space(num_bins)
-    table = torch.stack([m.double().expand(num_bins) for m, _ in space.values()])
-    signed = torch.tensor([s for _, s in space.values()])
+    values, signed = zip(*augmentation_space().values())
+    table = torch.stack([v.double().expand(NUM_BINS) for v in values])  # (14 ops, 31 bins)
     op = torch.randint(len(OPS), (n,), generator=generator)
-    bins = torch.randint(num_bins, (n,), generator=generator)
-    negative = torch.randint(2, (n,), generator=generator).bool() & signed[op]
+    bins = torch.randint(NUM_BINS, (n,), generator=generator)
+    negative = torch.randint(2, (n,), generator=generator).bool() & torch.tensor(signed)[op]
     magnitude = table[op, bins]
     return op, torch.where(negative, -magnitude, magnitude)
 
@@ -289,23 +250,22 @@ def apply_ops(images: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
     images uint8 (n, C, H, W); op int64 (n,); magnitude float64 (n,) -> uint8 (n, C, H, W)."""
     op, magnitude = op.cpu(), magnitude.cpu()
     order = torch.argsort(op, stable=True)
-    order_on_device = order.to(images.device)
-    by_op = images[order_on_device]
-    parts, start = [], 0
-    for name, count in zip(OPS, torch.bincount(op, minlength=len(OPS)).tolist()):
-        if count:
-            run = slice(start, start + count)
-            parts.append(OP_FUNCTIONS[name](by_op[run], magnitude[order[run]]))
-            start += count
+    on_device = order.to(images.device)
+    counts = torch.bincount(op, minlength=len(OPS)).tolist()
+    runs = zip(OPS, images[on_device].split(counts), magnitude[order].split(counts))
     out = torch.empty_like(images)
-    out[order_on_device] = torch.cat(parts)
+    out[on_device] = torch.cat([OP_FUNCTIONS[name](x, m) for name, x, m in runs if len(x)])
     return out
 
 
-def trivial_augment_wide(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """TrivialAugmentWide with a fresh op and magnitude per image. uint8 (n, C, H, W) -> same."""
-    op, magnitude = sample_trivial_augment(images.shape[0], generator)
-    return apply_ops(images, op, magnitude)
+def sample_flip_crop(
+    n: int, generator: torch.Generator | None = None, padding: int = 4
+) -> tuple[Tensor, Tensor, Tensor]:
+    """RandomHorizontalFlip(0.5) and RandomCrop(padding) parameters per image, on the CPU:
+    (flip bool (n,), top int64 (n,), left int64 (n,)), top and left uniform in 0..2*padding."""
+    flip = torch.rand(n, generator=generator) < 0.5
+    top, left = torch.randint(2 * padding + 1, (2, n), generator=generator)
+    return flip, top, left
 
 
 def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor, padding: int = 4) -> Tensor:
@@ -323,35 +283,16 @@ def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor, padding: 
     return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
-def sample_flip_crop(
-    n: int, generator: torch.Generator | None = None, padding: int = 4
-) -> tuple[Tensor, Tensor, Tensor]:
-    """RandomHorizontalFlip(0.5) and RandomCrop(padding) parameters per image, on the CPU:
-    (flip bool (n,), top int64 (n,), left int64 (n,)), top and left uniform in 0..2*padding."""
-    flip = torch.rand(n, generator=generator) < 0.5
-    top, left = torch.randint(2 * padding + 1, (2, n), generator=generator)
-    return flip, top, left
-
-
 def sample_erasing(
-    n: int,
-    height: int,
-    width: int,
-    generator: torch.Generator | None = None,
-    p: float = 0.1,
-    scale: tuple[float, float] = (0.02, 0.33),
-    ratio: tuple[float, float] = (0.3, 3.3),
+    n: int, height: int, width: int, generator: torch.Generator | None = None, p: float = 0.1
 ) -> Tensor:
-    """RandomErasing boxes (Zhong et al. 2020) as torchvision draws them: with probability p, up
-    to 10 tries of area ~ U(scale) * H * W and log aspect ~ U(log ratio); the first box that fits
-    is used.
+    """RandomErasing boxes as torchvision draws them: with probability p, up to 10 tries of area
+    ~ U(0.02, 0.33) * H * W and log aspect ~ U(log 0.3, log 3.3); the first box that fits is used.
     Returns int64 (n, 4) = (top, left, h, w) on the CPU; h = w = 0 where nothing is erased."""
     tries = 10
     apply = torch.rand(n, generator=generator) < p
-    area = height * width * torch.empty(n, tries).uniform_(*scale, generator=generator).double()
-    log_ratio = torch.empty(n, tries).uniform_(
-        math.log(ratio[0]), math.log(ratio[1]), generator=generator
-    )
+    area = height * width * torch.empty(n, tries).uniform_(0.02, 0.33, generator=generator).double()
+    log_ratio = torch.empty(n, tries).uniform_(math.log(0.3), math.log(3.3), generator=generator)
     aspect = torch.exp(log_ratio).double()
     h = torch.sqrt(area * aspect).round().long()
     w = torch.sqrt(area / aspect).round().long()
@@ -366,18 +307,13 @@ def sample_erasing(
 
 
 def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
-    """Set box (top, left, h, w) of image i to ``value``. images (n, C, H, W); boxes int64 (n, 4).
-
-    The recipe uses ``value = 0``: a black box on [0, 1] images (the paper, Zhong et al. 2020,
-    fills the box with random values instead)."""
+    """Set box (top, left, h, w) of image i to ``value``. images (n, C, H, W); boxes int64 (n, 4)."""
     _, _, h, w = images.shape
-    top, left, bh, bw = boxes.to(images.device).unbind(dim=1)
-    rows = torch.arange(h, device=images.device)
-    cols = torch.arange(w, device=images.device)
-    in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])
-    mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
-    return images.masked_fill(mask, value)
+    top, left, bh, bw = boxes.to(images.device).view(-1, 4, 1, 1).unbind(dim=1)  # (n, 1, 1) each
+    rows = torch.arange(h, device=images.device)[:, None]  # (H, 1)
+    cols = torch.arange(w, device=images.device)  # (W,)
+    inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)  # (n, H, W)
+    return images.masked_fill(inside.unsqueeze(1), value)
 
 
 # Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" keeps only its flip and
@@ -388,26 +324,20 @@ POLICIES: tuple[str, ...] = typing.get_args(Policy)
 
 
 def check_policy(policy: str) -> None:
-    """Raise a ``ValueError`` naming the choices unless ``policy`` is one of ``POLICIES``: the one
-    check of an augmentation policy name."""
+    """The one check of a policy name: a ``ValueError`` naming the choices unless in ``POLICIES``."""
     if policy not in POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
 
 
 class TrainAugment(torch.nn.Module):
-    """The RECIPE.md train augmentation on a batch, per image, on the batch's device:
-    TrivialAugmentWide -> RandomHorizontalFlip(0.5) -> RandomCrop(32, padding=4) -> float in [0, 1]
-    -> RandomErasing(p=0.1, box filled with 0: black). ``policy="flip-crop"`` keeps only the flip
-    and the crop, ``policy="none"`` only the conversion to float.
+    """The train augmentation of ``policy`` on a batch, per image, on the batch's device:
+    "recipe" the module's pipeline, "flip-crop" only its flip and crop, "none" only the float.
+    ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1], with
+    ``generator`` a CPU ``torch.Generator`` (None: the global one)."""
 
-    ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1].
-    ``generator`` is a CPU ``torch.Generator`` (None: the global CPU generator)."""
-
-    def __init__(self, padding: int = 4, erase_p: float = 0.1, policy: str = "recipe") -> None:
+    def __init__(self, policy: str = "recipe") -> None:
         super().__init__()
         check_policy(policy)
-        self.padding = padding
-        self.erase_p = erase_p
         self.policy = policy
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -419,13 +349,12 @@ class TrainAugment(torch.nn.Module):
             return images.float().div_(255)
         n, _, h, w = images.shape
         recipe = self.policy == "recipe"
-        x = trivial_augment_wide(images, generator) if recipe else images
-        x = flip_crop(x, *sample_flip_crop(n, generator, self.padding), self.padding)
-        x = x.float().div_(255)
-        return erase(x, sample_erasing(n, h, w, generator, p=self.erase_p)) if recipe else x
+        x = apply_ops(images, *sample_trivial_augment(n, generator)) if recipe else images
+        x = flip_crop(x, *sample_flip_crop(n, generator)).float().div_(255)
+        return erase(x, sample_erasing(n, h, w, generator)) if recipe else x
 
     def extra_repr(self) -> str:
-        return f"policy={self.policy!r}, padding={self.padding}, erase_p={self.erase_p}"
+        return f"policy={self.policy!r}"
 
 
 # ---------------------------------------------------------------- batch mixing
@@ -459,13 +388,3 @@ def cutmix(
     mixed[:, :, y1:y2, x1:x2] = images[perm, :, y1:y2, x1:x2]
     lam = 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
     return mixed, labels, labels[perm], lam
-
-
-def mixup(
-    images: Tensor, labels: Tensor, alpha: float, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor, Tensor, float]:
-    """MixUp: ``lam * images + (1 - lam) * images[perm]`` with lam ~ Beta(alpha, alpha).
-    images float (B, C, H, W); labels (B,) -> (mixed, labels, labels[perm], lam)."""
-    lam = _beta(alpha, generator)
-    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
-    return lam * images + (1.0 - lam) * images[perm], labels, labels[perm], lam

@@ -11,9 +11,7 @@ then unpickles with ``torch.load(weights_only=True)``, which refuses arbitrary P
 
 Writes are atomic: a temporary file in the same directory, fsynced, renamed over the target. The
 checksum file briefly lists both the old and the new file's sha256 while the checkpoint is
-replaced, so a crash at any moment leaves a checkpoint that verifies. Files of the earlier
-envelope format (``MAGIC`` line, JSON header, payload) still load; saving what
-``load_checkpoint`` returns with ``save_checkpoint`` converts one.
+replaced, so a crash at any moment leaves a checkpoint that verifies.
 """
 
 from __future__ import annotations
@@ -21,15 +19,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-MAGIC = b"VITLIB-CHECKPOINT\n"  # the envelope format of vitlib 0.1's first checkpoints
-FORMAT_VERSION = 1
 # ModelConfig fields that do not change the weights (same state_dict, same numbers or only
 # training-time behaviour): a checkpoint loads into a model that differs only in these.
 WEIGHT_NEUTRAL_FIELDS = frozenset({"attention", "dropout", "head_dropout"})
@@ -124,10 +119,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     data = path.read_bytes()
-    if data.startswith(MAGIC):
-        data = _unwrap_envelope(path, data)
-    else:
-        _verify(path, data)
+    _verify(path, data)
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:
@@ -153,32 +145,6 @@ def _verify(path: Path, data: bytes) -> None:
             f"{path} is corrupted: sha256 of its {len(data):,} bytes does not match {sums.name} "
             "(truncated, padded or damaged); use an intact copy such as best.pt"
         )
-
-
-def _unwrap_envelope(path: Path, data: bytes) -> bytes:
-    """The ``torch.save`` payload of an envelope-format file, verified against its header."""
-    end = data.find(b"\n", len(MAGIC))
-    if end < 0:
-        raise CheckpointError(f"{path} is truncated inside its header; use an intact copy")
-    try:
-        header = json.loads(data[len(MAGIC) : end])
-        version, digest, size = header["format_version"], header["sha256"], header["payload_bytes"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{path} has a damaged header; the file is corrupted") from None
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}; this vitlib reads version "
-            f"{FORMAT_VERSION} (upgrade vitlib to read newer checkpoints)"
-        )
-    payload = data[end + 1 :]
-    if len(payload) != size:
-        raise CheckpointError(
-            f"{path} is truncated or padded: payload has {len(payload)} bytes, header says {size} "
-            "(an interrupted copy?); use an intact copy such as best.pt"
-        )
-    if hashlib.sha256(payload).hexdigest() != digest:
-        raise CheckpointError(f"{path} is corrupted: sha256 of the payload does not match")
-    return payload
 
 
 def compare_with_model(state: dict, model: nn.Module) -> list[str]:

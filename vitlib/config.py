@@ -1,15 +1,18 @@
-"""Training configuration: one frozen dataclass with every hyperparameter, three presets and
-one validator.
+"""Training configuration: one frozen dataclass with every hyperparameter, the training presets
+(recipes), the command line that fills it, and one validator.
 
-``TrainConfig()`` is the reference recipe (RECIPE.md) without its off-by-one scheduler quirk.
+``TrainConfig()`` is the reference recipe (RECIPE.md) without the one-epoch lag of its schedule.
 Fields with a fixed set of values are ``Literal`` types; ``validate(config)`` checks every field
 (type, choice, range) before any work starts and raises one ``ValueError`` listing every bad
-value with what is allowed. Which device and precision "auto" means is ``vitlib.hardware``'s job.
+value with what is allowed. (The *model* registry is another thing: ``vitlib.model.MODELS``,
+named by ``--model``.)
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 import os
 import types
@@ -27,9 +30,9 @@ TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
 
 
 def _f(default, help: str):
-    """A dataclass field with its ``--help`` text (read by ``vitlib.train.build_parser``)."""
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    """A dataclass field with its ``--help`` text (read by ``build_parser``)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -44,41 +47,26 @@ class TrainConfig:
     datapath: str | None = _f(None, "folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")
     train_limit: int | None = _f(None, "train on the first N training images only")
     test_limit: int | None = _f(None, "evaluate on the first N test images only")
-    val_split: int = _f(
-        0,
-        "hold out the last N training images to validate on: best.pt is then selected on them, "
-        "not on the test set (0: no validation set; best.pt is selected on the test set)",
-    )
-    epoch_images: int | None = _f(
-        None,
-        "train on a fresh random N of the training images each epoch (default: all of them): "
-        "shorter epochs, so more evaluations and a finer curve for the same images seen",
-    )
-    augment: Policy = _f(
-        "recipe",
-        "train augmentation: 'recipe' (TrivialAugmentWide, flip, crop, random erasing: RECIPE.md), "
-        "'flip-crop' (flip and padded crop only) or 'none'",
-    )
-    mix: Literal["cutmix", "mixup", "none"] = _f("cutmix", "batch mixing: cutmix, mixup or none")
+    val_split: int = _f(0, "hold out the last N training images and select best.pt on them "
+                           "(0: no validation set; best.pt is selected on the test set)")  # fmt: skip
+    epoch_images: int | None = _f(None, "train on a fresh random N of the training images each "
+                                        "epoch (default: all): more evaluations per image seen")  # fmt: skip
+    augment: Policy = _f("recipe", "train augmentation: 'recipe' (TrivialAugmentWide, flip, crop, "
+                                   "random erasing: RECIPE.md), 'flip-crop' or 'none'")  # fmt: skip
+    mix: Literal["cutmix", "none"] = _f("cutmix", "batch mixing: cutmix or none")
     mix_alpha: float = _f(0.5, "Beta(alpha, alpha) of the mixing ratio")
     mix_prob: float = _f(1.0, "fraction of batches that are mixed")
     # optimisation
     epochs: int = _f(200, "training epochs")
-    time_budget: float = _f(
-        0.0,
-        "minutes of wall time for the run, start-up included (0: off): training stops when they "
-        "are used, and the learning-rate schedule follows the clock (its position is the fraction "
-        "of the budget used; --epochs then sets only its shape: warmup_epochs / epochs of the "
-        "budget is warmup)",
-    )
+    time_budget: float = _f(0.0, "minutes of wall time for the run, start-up included (0: off): "
+                                 "training stops when they are used, and the lr schedule follows "
+                                 "the clock (--epochs then sets only its shape)")  # fmt: skip
     batch_size: int = _f(128, "global batch size (split evenly over DDP processes)")
     lr: float = _f(1e-3, "peak learning rate (AdamW)")
     min_lr: float = _f(1e-5, "learning rate at the start of warmup and the end of each cosine")
     warmup_epochs: float = _f(10.0, "linear warmup at the start of each cycle, in epochs")
     cycles: int = _f(4, "warmup + cosine cycles (periodic re-warming), each epochs / cycles long")
-    schedule_unit: Literal["epoch", "step"] = _f(
-        "epoch", "step the schedule once per 'epoch' or per optimizer 'step'"
-    )
+    schedule_unit: Literal["epoch", "step"] = _f("epoch", "new lr every 'epoch' or every 'step'")
     betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
     eps: float = _f(1e-8, "AdamW epsilon")
     weight_decay: float = _f(0.1, "AdamW weight decay, on Conv2d/Linear weights only")
@@ -89,106 +77,66 @@ class TrainConfig:
     # hardware and run
     device: str = _f("auto", "auto (cuda if available), cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16", "fp16", "auto"] = _f(
-        "fp32",
-        "fp32, bf16, fp16 (CUDA) or auto (CUDA: bf16 from compute capability 8.0, else fp16; CPU: fp32)",
-    )
+        "fp32", "fp32, bf16, fp16 (CUDA) or auto (CUDA: bf16 from compute capability 8.0, else "
+                "fp16; CPU: fp32)")  # fmt: skip
     compile: bool = _f(False, "torch.compile the model (falls back to eager with a message)")
-    channels_last: bool = _f(
-        False, "keep conv weights and training images channels-last (NHWC): a speed setting"
-    )
+    channels_last: bool = _f(False, "channels-last (NHWC) conv weights and images: a speed setting")
     seed: int = _f(0, "seed of all randomness (init, shuffle, augmentation, dropout)")
     out: str = _f("runs/reference", "run directory (config.json, metrics, checkpoints)")
     resume: bool = _f(False, "continue the run in --out from its last.pt")
-    checkpoint_every: int = _f(
-        0, "also write last.pt every N optimizer steps, for preemptible machines (0: per epoch)"
-    )
-    on_nonfinite: Literal["stop", "skip"] = _f(
-        "stop", "on a NaN/inf loss: 'stop' the run or 'skip' the step"
-    )
-    progress: Literal["auto", "on", "off"] = _f(
-        "auto", "progress bars: auto (when interactive), on or off"
-    )
+    checkpoint_every: int = _f(0, "also write last.pt every N steps, for preemptible machines")
+    on_nonfinite: Literal["stop", "skip"] = _f("stop", "on a NaN/inf loss: 'stop' the run or "
+                                                       "'skip' the step")  # fmt: skip
+    progress_bar: Literal["auto", "on", "off"] = _f(
+        "auto", "a progress bar with the time left: auto (when stderr is a terminal), on or off")
 
 
+# The training presets (recipes): overrides of TrainConfig(). Why each value: docs/training.md.
 PRESETS: dict[str, dict] = {
-    # RECIPE.md as recorded, minus the scheduler quirk (epoch 1 starts at min_lr, peak at 11).
+    # RECIPE.md as it ran, without its one-epoch lag (epoch 1 at min_lr, the peak at epoch 11).
     "reference": {},
-    # Same model and augmentation, built for a modern GPU; not yet run on one (no GPU has been
-    # lent to this project), so the choices below are expectations, not measurements. A 4x
-    # larger batch fills the GPU; the lr grows with sqrt(batch) (1e-3 * sqrt(4)), a rule often
-    # used for Adam (Malladi et al. 2022), where DeiT scales linearly (lr 5e-4 * batch / 512).
-    # One warmup + cosine stepped per optimizer step: restarts only throw away progress when
-    # the run length is fixed in advance. bf16 autocast and torch.compile are expected to raise
-    # throughput on tensor cores (bench/throughput.py will measure it). EMA and flip TTA stay
-    # off so the number is comparable with the reference's single view of the final weights
-    # (--ema 0.9999 / --tta turn them on; their gain here is unmeasured).
-    "fast": {
-        "out": "runs/fast",
-        "batch_size": 512,
-        "lr": 2e-3,
-        "cycles": 1,
-        "schedule_unit": "step",
-        "precision": "auto",
-        "compile": True,
-    },
-    # The small model of the same family (vitlib/model.py: 0.66M parameters) for 2 CPU cores:
-    # 11 epochs of one warmup + cosine in about 20 minutes (20.3 measured for the shipped model:
-    # 1083.7 s in the epochs, the rest start-up and compiling with a cold cache; 82.51%, 83.87%
-    # with flip TTA). Measured at equal wall time (bench/RESULTS.md, 10-minute budgets on 2
-    # cores): torch.compile trains about 1.25x faster per step than eager and reached 75.89%
-    # against 73.04%; label smoothing 0.1 beat none (75.33%); width 192 trained slower and lost
-    # (72.83%). bf16 autocast: 1.6x the fp32 throughput on CPUs with AVX-512-bf16 or AMX (330 vs
-    # 210 images/s on the earlier small model). Flip and padded crop only, no mixing: the
-    # recipe's TrivialAugment, erasing and CutMix are expected to pay off only in long runs (not
-    # measured here at equal wall time). lr 3e-3 beat 2e-3 in planned 2.5-minute runs (62.4% vs
-    # 60.0%).
-    "cpu-quick": {
-        "out": "runs/cpu-quick",
-        "model": "vit_cifar10_small",
-        "device": "cpu",
-        "precision": "bf16",
-        "compile": True,
-        "epochs": 11,
-        "lr": 3e-3,
-        "warmup_epochs": 0.5,
-        "cycles": 1,
-        "schedule_unit": "step",
-        "augment": "flip-crop",
-        "mix": "none",
-        "weight_decay": 0.05,
-    },
+    # Same model and augmentation for a modern GPU; never run yet (no GPU was lent), so these are
+    # expectations: batch 512, lr scaled by sqrt(4), one warmup + cosine per step, bf16, compiled.
+    "fast": {"out": "runs/fast", "batch_size": 512, "lr": 2e-3, "cycles": 1,
+             "schedule_unit": "step", "precision": "auto", "compile": True},  # fmt: skip
+    # The small model for 2 CPU cores: 11 epochs in about 20 minutes (82.51% measured); every
+    # choice was measured at equal wall time (bench/RESULTS.md).
+    "cpu-quick": {"out": "runs/cpu-quick", "model": "vit_cifar10_small", "device": "cpu",
+                  "precision": "bf16", "compile": True, "epochs": 11, "lr": 3e-3,
+                  "warmup_epochs": 0.5, "cycles": 1, "schedule_unit": "step",
+                  "augment": "flip-crop", "mix": "none", "weight_decay": 0.05},  # fmt: skip
 }
-
-
 SCHEDULE_FIELDS = ("cycles", "warmup_epochs", "schedule_unit")
 GPU_PRESETS = ("reference", "fast")  # refused on a CPU unless --device cpu says so
+# Fields a resumed run may change: they do not alter the numbers the run computes (on one
+# device), or, for epochs, extend the run (a shorter one is refused).
+RESUME_MAY_CHANGE = frozenset({"resume", "out", "datapath", "device", "compile", "channels_last",
+                               "progress_bar", "checkpoint_every", "epochs"})  # fmt: skip
 
 
 def preset_config(name: str, **overrides) -> TrainConfig:
-    """``TrainConfig`` of a preset with ``overrides`` applied (not validated yet).
-
-    A run length other than the preset's (``epochs``) with none of ``SCHEDULE_FIELDS`` given
-    gets the preset's schedule fitted to it by ``fit_schedule``."""
+    """``TrainConfig`` of a preset with ``overrides`` applied (not validated yet). A run length
+    (``epochs``) given without any of ``SCHEDULE_FIELDS`` gets the preset's schedule fitted."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
     config = TrainConfig(**{"preset": name, **PRESETS[name], **overrides})
     if "epochs" in overrides and not any(f in overrides for f in SCHEDULE_FIELDS):
-        config = dataclasses.replace(
-            config, **fit_schedule(TrainConfig(**PRESETS[name]), config.epochs)
-        )
+        fitted = fit_schedule(TrainConfig(**PRESETS[name]), config.epochs)
+        config = dataclasses.replace(config, **fitted)
     return config
 
 
 def fit_schedule(preset: TrainConfig, epochs: int) -> dict:
-    """The schedule of ``preset`` compressed or stretched to a run of ``epochs`` epochs:
-    ``{"cycles", "warmup_epochs", "schedule_unit"}``.
+    """The schedule of ``preset`` fitted to a run of ``epochs`` epochs: ``{"cycles",
+    "warmup_epochs", "schedule_unit"}``.
 
-    The warmup keeps its share of a cycle (reference: 10 of 50 epochs). The preset's number of
-    cycles is kept when it divides ``epochs`` and each warmup still lasts a whole epoch; otherwise
-    the run is one cycle. A warmup shorter than one epoch cannot be drawn by a schedule stepped
-    once per epoch (epoch 1 would run at ``min_lr`` and epoch 2 past the peak), so it is then
-    stepped per optimizer step. Example: the reference recipe for 4 epochs is 1 cycle with a
-    0.8-epoch warmup, stepped per step. Invalid ``epochs`` are left to ``validate``."""
+    The warmup keeps its share of a cycle (reference: 10 of 50 epochs). The preset's cycles are
+    kept when they divide ``epochs`` and each warmup still lasts a whole epoch; otherwise the run
+    is one cycle. A schedule with a new lr every epoch draws a warmup of W epochs as W constant
+    steps from ``min_lr``: with W = 1, epoch 1 runs at ``min_lr`` and epoch 2 at the peak, no
+    warmup at all. So a warmup shorter than 2 epochs gets a new lr every optimizer step. The
+    reference recipe for 20 epochs: 4 cycles, 1-epoch warmups, per step; for 4 epochs: 1 cycle,
+    a 0.8-epoch warmup, per step. Invalid ``epochs`` are left to ``validate``."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         return {}
     share = preset.warmup_epochs * preset.cycles / preset.epochs
@@ -196,8 +144,8 @@ def fit_schedule(preset: TrainConfig, epochs: int) -> dict:
     if epochs % cycles or share * epochs / cycles < 1:
         cycles = 1
     warmup = share * epochs / cycles
-    unit = "step" if warmup < 1 else preset.schedule_unit
-    return {"cycles": cycles, "warmup_epochs": warmup, "schedule_unit": unit}
+    return {"cycles": cycles, "warmup_epochs": warmup,
+            "schedule_unit": "step" if warmup < 2 else preset.schedule_unit}  # fmt: skip
 
 
 def auto_preset() -> str:
@@ -210,6 +158,28 @@ def selection_metric(val_split: int) -> str:
     return "val_acc" if val_split else "test_acc"
 
 
+def config_from_dict(values: dict) -> TrainConfig:
+    """Rebuild a ``TrainConfig`` from ``dataclasses.asdict`` / JSON output (lists -> tuples)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown training config field(s) {unknown}; valid: {sorted(names)}")
+    if isinstance(values.get("betas"), list):
+        values = {**values, "betas": tuple(values["betas"])}
+    return TrainConfig(**values)
+
+
+def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    """Fields that differ between a run's saved config and a resuming one, beyond
+    ``RESUME_MAY_CHANGE``, as "name: saved -> current"."""
+    return [f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(current, f.name)!r}"
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(current, f.name)]  # fmt: skip
+
+
+# ---------------------------------------------------------------- validation
+
+
 def choices(name: str) -> tuple | None:
     """The values a ``Literal`` field of ``TrainConfig`` allows (None for other fields)."""
     hint = typing.get_type_hints(TrainConfig)[name]
@@ -218,62 +188,54 @@ def choices(name: str) -> tuple | None:
 
 def _type_ok(value, hint) -> bool:
     """Whether ``value`` fits the type hint ``hint`` (unions, Literal, tuples, int vs float)."""
-    origin = typing.get_origin(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, h) for h in typing.get_args(hint))
+        return any(_type_ok(value, h) for h in args)
     if origin is Literal:
         return isinstance(value, str)  # which string: a range check, with the allowed values
-    if hint is type(None):
-        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, (int, float))
     if origin is tuple:
-        args = typing.get_args(hint)
-        return (
-            isinstance(value, (tuple, list))
-            and len(value) == len(args)
-            and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
-        )
-    return isinstance(value, origin or hint)
+        return (isinstance(value, (tuple, list)) and len(value) == len(args)
+                and all(_type_ok(v, a) for v, a in zip(value, args, strict=True)))  # fmt: skip
+    return isinstance(value, type(None) if hint is type(None) else origin or hint)
 
 
 def validate(config: TrainConfig, world_size: int = 1) -> None:
-    """Raise one ValueError listing every invalid field of ``config`` and its allowed values:
-    first the types, then each field's range (skipped for a field whose inputs are already
-    reported), then the model, the device and the data folder."""
+    """Raise one ValueError listing every invalid field of ``config`` with what is allowed:
+    the types, then each field's range (unless a field it reads is already reported), then the
+    model, the device and the data folder."""
     hints = typing.get_type_hints(TrainConfig)
-    errors = [
-        f"{f.name}={getattr(config, f.name)!r} has the wrong type: expected {hints[f.name]}"
-        for f in dataclasses.fields(config)
-        if not _type_ok(getattr(config, f.name), hints[f.name])
-    ]
-    for name, ok, allowed, needs in _ranges(config, world_size):
-        if any(e.startswith(f"{n}=") for n in (name, *needs) for e in errors):
-            continue
-        if not ok():
+    errors = [f"{f.name}={getattr(config, f.name)!r} has the wrong type: expected {hints[f.name]}"
+              for f in dataclasses.fields(config)
+              if not _type_ok(getattr(config, f.name), hints[f.name])]  # fmt: skip
+
+    def reported(*names: str) -> bool:
+        return any(e.startswith(f"{n}=") for n in names for e in errors)
+
+    for name, ok, allowed, reads in _ranges(config, world_size):
+        if not reported(name, *reads) and not ok():
             errors.append(f"{name}={getattr(config, name)!r} is out of range: {allowed}")
-    if not any(e.startswith(("model=", "model_overrides=")) for e in errors):
-        _check_model(config, errors)
-    if not any(e.startswith(("device=", "precision=")) for e in errors):
-        _check_device(config, errors)
-    if not any(e.startswith("datapath=") for e in errors):
-        _check_datapath(config, errors)
+    for check, fields in ((_check_model, ("model", "model_overrides")),
+                          (_check_device, ("device", "precision")), (_check_datapath, ("datapath",))):  # fmt: skip
+        if not reported(*fields):
+            errors += check(config)
     if errors:
         raise ValueError("invalid training config:\n  " + "\n  ".join(errors))
 
 
 def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
-    """(field, check, allowed values, fields the check also reads) for every ranged field."""
+    """(field, check, allowed values, other fields the check reads) for every ranged field."""
     n_images = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
     n_train = n_images - c.val_split if isinstance(c.val_split, int) else n_images
     per_epoch = min(n_train, c.epoch_images) if isinstance(c.epoch_images, int) else n_train
-    literal = [
-        (name, lambda name=name: getattr(c, name) in choices(name), f"one of {list(choices(name))}", ())
-        for name in (f.name for f in dataclasses.fields(TrainConfig)) if choices(name)
-    ]  # fmt: skip
-    return literal + [
+    finite = math.isfinite
+    return [
+        (f.name, lambda n=f.name: getattr(c, n) in choices(n), f"one of {list(choices(f.name))}", ())
+        for f in dataclasses.fields(TrainConfig) if choices(f.name)
+    ] + [
         ("preset", lambda: c.preset in PRESETS, f"one of {sorted(PRESETS)}", ()),
         ("epochs", lambda: c.epochs >= 1, "an integer >= 1", ()),
         ("time_budget", lambda: 0 <= c.time_budget < math.inf, "minutes >= 0 (0: off)", ()),
@@ -294,117 +256,128 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
         ("min_lr", lambda: 0 <= c.min_lr <= c.lr, f"[0, lr={c.lr}]", ("lr",)),
         ("cycles", lambda: 1 <= c.cycles <= c.epochs, f"1..epochs={c.epochs}", ("epochs",)),
         ("cycles", lambda: c.schedule_unit != "epoch" or c.epochs % c.cycles == 0,
-         f"a divisor of epochs={c.epochs} when schedule_unit='epoch'",
-         ("epochs", "schedule_unit")),
+         f"a divisor of epochs={c.epochs} when schedule_unit='epoch'", ("epochs", "schedule_unit")),
         ("warmup_epochs", lambda: 0 <= c.warmup_epochs < c.epochs / c.cycles,
          "[0, epochs / cycles): shorter than one cycle", ("epochs", "cycles")),
         ("betas", lambda: all(0 <= b < 1 for b in c.betas), "two numbers in [0, 1)", ()),
         ("eps", lambda: 0 < c.eps < 1, "(0, 1)", ()),
-        ("weight_decay", lambda: 0 <= c.weight_decay < math.inf, "a finite number >= 0", ()),
+        ("weight_decay", lambda: finite(c.weight_decay) and c.weight_decay >= 0, "a finite number >= 0", ()),
         ("label_smoothing", lambda: 0 <= c.label_smoothing < 1, "[0, 1)", ()),
-        ("grad_clip", lambda: 0 <= c.grad_clip < math.inf, "a finite number >= 0 (0: off)", ()),
+        ("grad_clip", lambda: finite(c.grad_clip) and c.grad_clip >= 0, "a finite number >= 0 (0: off)", ()),
         ("ema", lambda: 0 <= c.ema < 1, "[0, 1) (0: off; typical 0.999-0.9999)", ()),
         ("seed", lambda: c.seed >= 0, "an integer >= 0", ()),
-        ("checkpoint_every", lambda: c.checkpoint_every >= 0, "an integer >= 0 (0: per epoch)",
-         ()),
+        ("checkpoint_every", lambda: c.checkpoint_every >= 0, "an integer >= 0 (0: per epoch)", ()),
         ("out", lambda: len(c.out) > 0, "a non-empty directory path", ()),
     ]  # fmt: skip
 
 
-def _check_model(c: TrainConfig, errors: list[str]) -> None:
-    from .model import PRESETS as MODELS
-    from .model import model_config
+def _check_model(c: TrainConfig) -> list[str]:
+    from .model import MODELS, model_config
 
     try:
         model_config(c.model, **c.model_overrides)
     except (TypeError, ValueError) as e:
         name = "model" if c.model not in MODELS else "model_overrides"
-        errors.append(f"{name}={getattr(c, name)!r} is invalid: {e}")
+        return [f"{name}={getattr(c, name)!r} is invalid: {e}"]
+    return []
 
 
-def _check_device(c: TrainConfig, errors: list[str]) -> None:
+def _check_device(c: TrainConfig) -> list[str]:
     try:
         device = resolve_device(c.device)
     except RuntimeError:
-        errors.append(
-            f"device={c.device!r} is unknown: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-        )
-        return
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            errors.append(
-                f"device={c.device!r} is not available: no CUDA GPU found (use --device cpu)"
-            )
-        elif device.index is not None and device.index >= count:
-            errors.append(f"device={c.device!r} is not available: only {count} CUDA device(s)")
+        return [f"device={c.device!r} is unknown: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"]
+    problem = None
+    if device.type == "cuda" and torch.cuda.device_count() == 0:
+        problem = "is not available: no CUDA GPU found (use --device cpu)"
+    elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        problem = f"is not available: only {torch.cuda.device_count()} CUDA device(s)"
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        errors.append(f"device={c.device!r} is not available: MPS not found (use --device cpu)")
+        problem = "is not available: MPS not found (use --device cpu)"
     elif device.type not in ("cpu", "cuda", "mps"):
-        errors.append(f"device={c.device!r} is not supported: use 'auto', 'cpu', 'cuda' or 'mps'")
+        problem = "is not supported: use 'auto', 'cpu', 'cuda' or 'mps'"
+    errors = [f"device={c.device!r} {problem}"] if problem else []
     if c.preset in GPU_PRESETS and c.device == "auto" and device.type == "cpu":
-        errors.append(
-            f"preset={c.preset!r} is built for a GPU and no GPU was found: use --preset cpu-quick "
-            "on a CPU, or pass --device cpu to run it here anyway (it prints its projected time "
-            "after its first steps)"
-        )
+        errors.append(f"preset={c.preset!r} is built for a GPU and no GPU was found: use --preset "
+                      "cpu-quick on a CPU, or pass --device cpu to run it here anyway "
+                      "(--progress_bar on shows the time it would take)")  # fmt: skip
     if resolve_precision(c.precision, device) == "fp16" and device.type != "cuda":
-        errors.append(
-            f"precision='fp16' needs a CUDA device, got device={c.device!r} (use bf16 or fp32)"
-        )
+        errors.append(f"precision='fp16' needs a CUDA device, got device={c.device!r} "
+                      "(use bf16 or fp32)")  # fmt: skip
+    return errors
 
 
-def _check_datapath(c: TrainConfig, errors: list[str]) -> None:
+def _check_datapath(c: TrainConfig) -> list[str]:
     root = c.datapath or os.environ.get("VITLIB_DATA")
     if not root:
-        errors.append(
-            "datapath=None and VITLIB_DATA is unset: pass --datapath DIR (the folder holding cifar-10-batches-py/)"
-        )
-    elif not (Path(root).expanduser() / "cifar-10-batches-py").is_dir():
-        errors.append(
-            f"datapath={root!r} has no cifar-10-batches-py/ folder: point it at the folder that holds it"
-        )
+        return ["datapath=None and VITLIB_DATA is unset: pass --datapath DIR (the folder "
+                "holding cifar-10-batches-py/)"]  # fmt: skip
+    if not (Path(root).expanduser() / "cifar-10-batches-py").is_dir():
+        return [f"datapath={root!r} has no cifar-10-batches-py/ folder: point it at the folder "
+                "that holds it"]  # fmt: skip
+    return []
 
 
-# Fields a resumed run may change: they do not alter the numbers the run computes (on one device),
-# or, for epochs, extend the run (vitlib.loop.load_resumable refuses a shorter one).
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "resume",
-        "out",
-        "datapath",
-        "device",
-        "compile",
-        "channels_last",
-        "progress",
-        "checkpoint_every",
-        "epochs",
-    }
-)
+# ---------------------------------------------------------------- the command line
 
 
-# Fields of earlier versions, ignored when their config.json or checkpoints are read: the
-# per-image PIL loader ("loader", "num_workers") moved to bench/pil_loader.py.
-RETIRED_FIELDS = frozenset({"loader", "num_workers"})
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
-def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuild a ``TrainConfig`` from ``dataclasses.asdict`` / JSON output (lists -> tuples)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown training config field(s) {unknown}; valid: {sorted(names)}")
-    if isinstance(values.get("betas"), list):
-        values["betas"] = tuple(values["betas"])
-    return TrainConfig(**values)
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
 
 
-def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
-    """Fields that differ between a run's saved config and a resuming config, beyond
-    ``RESUME_MAY_CHANGE``, as "name: saved -> current" strings."""
-    return [
-        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(current, f.name)!r}"
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(current, f.name)
-    ]
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per ``TrainConfig`` field, in underscore and dash spelling (``--batch_size``,
+    ``--batch-size``); only flags given on the command line override the preset."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlib.train", allow_abbrev=False, argument_default=argparse.SUPPRESS,
+        description="Train a model on CIFAR-10. Flags override the chosen preset's values.",
+    )  # fmt: skip
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        flags += ["--data"] if f.name == "datapath" else []  # the spelling data.py's errors suggest
+        values = {name: getattr(preset_config(name), f.name) for name in PRESETS}
+        shown = values["reference"] if len(set(map(repr, values.values()))) == 1 else values
+        text = f.metadata["help"]
+        text += "" if "default:" in text else f" (default: {shown})"
+        kwargs: dict = {"help": text.replace("%", "%%")}
+        hint = hints[f.name]
+        if f.name == "preset" or choices(f.name):
+            kwargs["choices"] = sorted(PRESETS) if f.name == "preset" else choices(f.name)
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif hint == (int | None):
+            kwargs.update(type=_optional_int, metavar="N")
+        elif f.name == "betas":
+            kwargs.update(type=float, nargs=2, metavar=("BETA1", "BETA2"))
+        elif f.name == "model_overrides":
+            kwargs.update(type=_key_value, nargs="+", metavar="KEY=VALUE")
+        elif hint in (int, float):
+            kwargs["type"] = hint
+        parser.add_argument(*flags, **kwargs)
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    """The ``TrainConfig`` a command line asks for: the preset (or, with --resume, the run's saved
+    config.json) with the given flags applied."""
+    args = vars(build_parser().parse_args(argv))
+    if "model_overrides" in args:
+        args["model_overrides"] = dict(args["model_overrides"])
+    if "betas" in args:
+        args["betas"] = tuple(args["betas"])
+    preset = args.pop("preset", "reference")
+    saved = Path(args.get("out", preset_config(preset).out)) / "config.json"
+    if args.get("resume") and saved.is_file():
+        return config_from_dict({**json.loads(saved.read_text()), **args})
+    return preset_config(preset, **args)

@@ -20,6 +20,7 @@ threads can round differently in the last bit.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -76,7 +77,8 @@ class CpuThreads:
         return time.perf_counter(), busy_cpu_seconds(self.allowed) or 0.0, own_cpu_seconds()
 
     def update(self) -> int | None:
-        """Re-balance if it is time to look; returns the new thread count when it changed."""
+        """Re-balance if it is time to look; returns (and prints) the new thread count when it
+        changed."""
         if not self.enabled or time.perf_counter() - self._last[0] < self.every:
             return None
         now = self._sample()
@@ -88,4 +90,6 @@ class CpuThreads:
         if threads == torch.get_num_threads():
             return None
         torch.set_num_threads(threads)
+        print(f"\nother processes use {self.others:.1f} of {self.cores} cores: training with "
+              f"{threads} thread(s)", file=sys.stderr)  # fmt: skip
         return threads

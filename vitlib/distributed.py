@@ -99,12 +99,3 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if dist.is_initialized():
         dist.barrier()
-
-
-def all_gather(obj: object, info: DistInfo) -> list:
-    """Every rank's ``obj`` (picklable), indexed by rank; ``[obj]`` in a single process."""
-    if info.world_size == 1:
-        return [obj]
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out

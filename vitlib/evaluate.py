@@ -1,14 +1,9 @@
-"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, optional flip TTA.
-
-From a notebook::
+"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, optional flip TTA::
 
     model, state = load_model("runs/reference/best.pt")
-    images, labels = load_cifar10(split="test")
-    result = evaluate_model(model, images, labels)          # dict of tensors and floats
-    per_class_accuracy(result["confusion"])                 # (10,)
+    result = evaluate_model(model, *load_cifar10(split="test"))  # dict of tensors and floats
 
-From a shell: ``python -m vitlib.evaluate runs/reference/best.pt [--datapath DIR] [--tta]``, or
-``python -m vitlib.evaluate --pretrained cpu-quick`` for a model shipped with vitlib.
+From a shell: ``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--datapath DIR] [--tta]``.
 """
 
 from __future__ import annotations
@@ -19,23 +14,19 @@ import sys
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .checkpoint import compare_with_model, load_checkpoint
 from .data import CLASSES, load_cifar10
-from .hardware import autocast
+from .hardware import autocast, resolve_device
 from .model import RelViT, create_model
 from .pretrained import list_pretrained, load_pretrained
 
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module, *, no_grad: bool = True) -> Iterator[nn.Module]:
-    """``with eval_mode(model):`` runs the block with every module of ``model`` in eval mode
-    (dropout off, BatchNorm on its running statistics) and, by default, under
-    ``torch.no_grad()``; on exit each module gets back its own previous ``training`` flag.
-    ``no_grad=False`` leaves autograd as it is (e.g. to count the FLOPs autograd-enabled
-    kernels run). Yields ``model``."""
+    """``with eval_mode(model):`` runs the block with every module in eval mode (no dropout, frozen
+    BatchNorm) and, unless ``no_grad=False``, without autograd; each module's flag is restored."""
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -47,99 +38,74 @@ def eval_mode(model: nn.Module, *, no_grad: bool = True) -> Iterator[nn.Module]:
 
 
 def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model saved in a checkpoint, in eval mode on ``device``.
-
-    Uses the EMA weights when the checkpoint has them (``state["ema"]``), else ``state["model"]``.
-    Returns (model, checkpoint state)."""
+    """(model in eval mode on ``device``, checkpoint state) of a checkpoint: the model rebuilt
+    from its config, with the EMA weights when it has them (``state["ema"]``)."""
     state = load_checkpoint(checkpoint, map_location=device)
     model = create_model(state["model_name"], **state["model_config"])
-    problems = compare_with_model(state, model)
-    if problems:
+    if problems := compare_with_model(state, model):
         raise ValueError(f"{checkpoint} does not match its own model config: {problems}")
     model.load_state_dict(state.get("ema") or state["model"])
     return model.to(device).eval(), state
 
 
 def predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    batch_size: int = 500,
-    tta: bool = False,
+    model: nn.Module, images: Tensor, batch_size: int = 500, tta: bool = False,
     autocast_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
+) -> Tensor:  # fmt: skip
     """Logits float32 (N, classes) for uint8 images (N, 3, 32, 32) (any device; batches are moved
     to the model's device). ``tta`` averages the logits of the image and its mirror image."""
     device = next(model.parameters()).device
     outputs = []
-    with eval_mode(model):
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].to(device).float().div_(255)
-            with autocast(device, autocast_dtype):
-                logits = model(x).float()
-                if tta:
-                    logits = (logits + model(x.flip(-1)).float()) / 2
-            outputs.append(logits)
+    with eval_mode(model), autocast(device, autocast_dtype):
+        for batch in images.split(batch_size):
+            x = batch.to(device).float().div_(255)
+            logits = model(x).float()
+            outputs.append((logits + model(x.flip(-1)).float()) / 2 if tta else logits)
     return torch.cat(outputs)
 
 
-def confusion_matrix(
-    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
-) -> torch.Tensor:
-    """int64 (K, K): entry [t, p] counts images of true class t predicted as p."""
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """int64 (K, K) on the CPU: entry [t, p] counts images of true class t predicted as p."""
     flat = labels.to(predictions.device) * num_classes + predictions
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes).cpu()
 
 
-def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
-    """float (K,): the diagonal over the row sums (NaN for a class with no test images)."""
+def per_class_accuracy(confusion: Tensor) -> Tensor:
+    """float64 (K,): the diagonal over the row sums (NaN for a class with no test images)."""
     return confusion.diag().double() / confusion.sum(dim=1).double()
 
 
 def evaluate_model(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int = 500,
-    tta: bool = False,
-    label_smoothing: float = 0.0,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict:
-    """Evaluate on uint8 images (N, 3, 32, 32) and labels (N,).
-
-    Returns {"accuracy": float, "loss": float (cross-entropy with ``label_smoothing``; the
-    reference run logged its test loss with 0.1), "logits": (N, K), "predictions": (N,),
-    "confusion": (K, K) int64}."""
+    model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 500, tta: bool = False,
+    label_smoothing: float = 0.0, autocast_dtype: torch.dtype | None = None,
+) -> dict:  # fmt: skip
+    """Evaluate on uint8 images (N, 3, 32, 32) and labels (N,): {"accuracy": float, "loss": float
+    (cross-entropy with ``label_smoothing``; the reference run logged its test loss with 0.1),
+    "logits": (N, K), "predictions": (N,), "confusion": (K, K) int64}."""
     logits = predict(model, images, batch_size, tta, autocast_dtype)
     labels = labels.to(logits.device)
     predictions = logits.argmax(dim=1)
     return {
         "accuracy": (predictions == labels).double().mean().item(),
-        "loss": F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
+        "loss": nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
         "logits": logits,
         "predictions": predictions,
         "confusion": confusion_matrix(predictions, labels, logits.shape[1]),
     }
 
 
-def attention_maps(model: RelViT, image: torch.Tensor) -> torch.Tensor:
+def attention_maps(model: RelViT, image: Tensor) -> Tensor:
     """Attention probabilities of every block for one uint8 image (3, H, W), in eval mode:
     float32 (blocks, heads, N_q, N_k) on the CPU; each row sums to 1."""
-    inputs = []
-    hooks = [
-        block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
-        for block in model.blocks
-    ]
+    inputs = []  # each block's attention input, recorded by a pre-hook
     device = next(model.parameters()).device
     with eval_mode(model):
-        try:
+        with contextlib.ExitStack() as hooks:  # removed on exit
+            for block in model.blocks:
+                hook = block.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+                hooks.enter_context(hook)
             model(image[None].to(device).float().div(255))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        maps = [
-            block.attn.attention_map(x)[0] for block, x in zip(model.blocks, inputs, strict=True)
-        ]
+        maps = [blk.attn.attention_map(x)[0] for blk, x in zip(model.blocks, inputs, strict=True)]
     return torch.stack(maps).float().cpu()
 
 
@@ -148,76 +114,47 @@ def format_report(result: dict, classes: tuple[str, ...] = CLASSES) -> str:
     confusion = result["confusion"]
     width = max(len(c) for c in classes)
     lines = [f"test accuracy: {100 * result['accuracy']:.2f}%  (loss {result['loss']:.4f})", ""]
-    lines += [
-        f"{c:>{width}}  {100 * a:6.2f}%"
-        for c, a in zip(classes, per_class_accuracy(confusion).tolist(), strict=True)
-    ]
+    per_class = zip(classes, per_class_accuracy(confusion).tolist(), strict=True)
+    lines += [f"{c:>{width}}  {100 * a:6.2f}%" for c, a in per_class]
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     lines.append(" " * width + "".join(f"{c[:5]:>7}" for c in classes))
-    lines += [
-        f"{c:>{width}}" + "".join(f"{v:7d}" for v in row)
-        for c, row in zip(classes, confusion.tolist(), strict=True)
-    ]
+    rows = zip(classes, confusion.tolist(), strict=True)
+    lines += [f"{c:>{width}}" + "".join(f"{v:7d}" for v in row) for c, row in rows]
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m vitlib.evaluate``."""
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.evaluate",
+        prog="python -m vitlib.evaluate", allow_abbrev=False,
         description="Evaluate a vitlib checkpoint or shipped model on the CIFAR-10 test set.",
-        allow_abbrev=False,
-    )
+    )  # fmt: skip
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("checkpoint", nargs="?", help="a last.pt or best.pt written by vitlib.train")
-    which.add_argument(
-        "--pretrained",
-        metavar="NAME",
-        help=f"a model shipped with vitlib instead of a checkpoint: {list_pretrained()}",
-    )
+    which.add_argument("--pretrained", metavar="NAME", help=f"a shipped model: {list_pretrained()}")
     parser.add_argument(
-        "--datapath",
-        "--data",
-        default=None,
-        help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)",
+        "--datapath", "--data", help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)"
     )
+    parser.add_argument("--tta", action="store_true", help="average with the mirror images")
+    parser.add_argument("--device", type=resolve_device, default="auto", help="auto, cpu, cuda:N")
     parser.add_argument(
-        "--tta", action="store_true", help="average with horizontally flipped images"
+        "--batch-size", "--batch_size", type=int, default=500, help="batch (default: %(default)s)"
     )
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda, ... (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        "--batch_size",
-        type=int,
-        default=500,
-        help="evaluation batch (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--limit", type=int, default=None, help="evaluate on the first N test images only"
-    )
+    parser.add_argument("--limit", type=int, help="evaluate on the first N test images only")
     return parser
 
 
 def _model_and_source(args: argparse.Namespace) -> tuple[RelViT, str]:
-    """The model the command line names (a shipped one or a checkpoint's) and a line saying
-    what it is."""
+    """The model the command line names (a shipped one or a checkpoint's) and a line about it."""
     if args.pretrained:
         model = load_pretrained(args.pretrained, args.device)
         info = model.pretrained_info
-        recorded = info["test_acc_tta" if args.tta else "test_acc"]
-        return model, (
-            f"pretrained {args.pretrained!r}: {info['model']}, {info['epochs']} epochs, "
-            f"recorded {100 * recorded:.2f}%"
-        )
+        recorded = 100 * info["test_acc_tta" if args.tta else "test_acc"]
+        epochs = f"{info['epochs']} epochs, recorded {recorded:.2f}%"
+        return model, f"pretrained {args.pretrained!r}: {info['model']}, {epochs}"
     model, state = load_model(args.checkpoint, args.device)
-    return model, (
-        f"{args.checkpoint}: {state.get('model_name', '?')}, epoch "
-        f"{state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
-    )
+    weights = f"epoch {state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
+    return model, f"{args.checkpoint}: {state['model_name']}, {weights}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 
 import torch
 from torch import nn
@@ -46,11 +47,28 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     return torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None)
 
 
-def compile_options(device: torch.device) -> dict | None:
-    """``torch.compile`` options for ``device``. On a CPU the generated kernels read the thread
-    count when they run, not when they were compiled (inductor's ``cpp.dynamic_threads``), so
-    ``vitlib.cpu.CpuThreads`` can still lower it when other processes need the cores."""
-    return {"cpp.dynamic_threads": True} if device.type == "cpu" else None
+def compiled(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None) -> nn.Module:
+    """``torch.compile(model)``, compiled now by one step on ``example`` (a zero batch); on any
+    failure (no compiler, unsupported platform) prints why and returns ``model``. The buffers
+    (BatchNorm statistics) are put back, so a compiled run equals an eager one and resumes
+    exactly. On a CPU the kernels read the thread count when they run (inductor's
+    ``cpp.dynamic_threads``), so ``vitlib.cpu.CpuThreads`` can still change it."""
+    options = {"cpp.dynamic_threads": True} if example.device.type == "cpu" else None
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        fast = torch.compile(model, options=options)
+        with autocast(example.device, dtype):
+            fast(example).float().sum().backward()
+    except Exception as e:  # compilation fails in many backend-specific ways
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        print(f"torch.compile failed ({type(e).__name__}: {first_line}); training eagerly",
+              file=sys.stderr)  # fmt: skip
+        fast = model
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return fast
 
 
 def available_memory(device: torch.device) -> int:
@@ -93,10 +111,11 @@ def memory_estimate(model: nn.Module, batch_size: int, dtype: torch.dtype | None
     return 2 * batch_size * activation_bytes_per_image(model, dtype) + 16 * parameters
 
 
-def check_memory(needed: int, device: torch.device, batch_size: int) -> None:
-    """Raise MemoryError naming ``--batch_size`` when ``needed`` bytes exceed what ``device``
-    has available (the largest batch that would fit is suggested)."""
-    available = available_memory(device)
+def check_memory(model: nn.Module, batch_size: int, dtype: torch.dtype | None,
+                 device: torch.device) -> None:  # fmt: skip
+    """Raise MemoryError naming ``--batch_size`` when a training step of ``model`` would need
+    more than ``device`` has available (the largest batch that would fit is suggested)."""
+    needed, available = memory_estimate(model, batch_size, dtype), available_memory(device)
     if needed <= available:
         return
     fits = max(1, int(batch_size * available / needed))

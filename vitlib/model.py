@@ -1,4 +1,4 @@
-"""RelViT: the Vision Transformer of the reference run, with a config and a preset registry.
+"""RelViT: the Vision Transformer of the seed project, its config, and the model registry.
 
     image (B, 3, 32, 32), values in [0, 1]
       -> PatchStem: 3x3 conv, GELU, 2x2 stride-2 conv         (B, 256, 16, 16)
@@ -47,7 +47,7 @@ class ModelConfig:
     num_classes: int = 10
     dropout: float = 0.0  # after each residual branch
     head_dropout: float = 0.3  # before the classifier
-    attention: str = "fast"  # "fast" or "reference" (same weights, same numbers)
+    attention: str = "fused"  # "fused" or "teaching": the same function on the same weights
     projection: str = "pointwise"  # "pointwise" (1x1, the seed) or "depthwise" (3x3 + 1x1)
     # Ablations (notebook 07): each ingredient can be switched off; the defaults are the model.
     relative_position: bool = True  # a learned relative position bias in every attention layer
@@ -138,7 +138,7 @@ class Block(nn.Module):
 
 
 class RelViT(nn.Module):
-    """The reference Vision Transformer. ``forward``: ``(B, 3, H, W)`` in ``[0, 1]`` -> logits ``(B, classes)``."""
+    """The seed's Vision Transformer. ``forward``: ``(B, 3, H, W)`` in ``[0, 1]`` -> logits ``(B, classes)``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -213,15 +213,15 @@ class RelViT(nn.Module):
         return self.head(self.head_dropout(x))  # (B, classes)
 
     def set_attention(self, form: str) -> RelViT:
-        """Switch every attention layer to ``"fast"`` or ``"reference"`` in place (weights unchanged)."""
+        """Switch every attention layer to ``"fused"`` or ``"teaching"`` in place (weights unchanged)."""
         self.config = dataclasses.replace(self.config, attention=form)  # checks the form
         for block in self.blocks:
             block.attn.form = form
         return self
 
 
-# Presets: name -> (model class, config class, keyword arguments of the config).
-PRESETS: dict[str, tuple[type[nn.Module], type, dict]] = {
+# The model registry: name -> (model class, config class, keyword arguments of the config).
+MODELS: dict[str, tuple[type[nn.Module], type, dict]] = {
     # The model of the reference run (RECIPE.md): 6,482,138 parameters.
     "vit_cifar10_patch2_input32": (RelViT, ModelConfig, {}),
     # Same family, built to learn in minutes on a CPU: 64 tokens of width 128 after a strided
@@ -253,27 +253,27 @@ PRESETS: dict[str, tuple[type[nn.Module], type, dict]] = {
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
-    return sorted(PRESETS)
+    return sorted(MODELS)
 
 
 def model_config(name: str, **overrides) -> ModelConfig | ResNetConfig:
-    """The config of preset ``name`` with ``overrides`` (its fields) replacing the preset's
+    """The config of model ``name`` with ``overrides`` (its fields) replacing the registry's
     values; a ``ValueError`` names an unknown model or option, or a bad value."""
-    if name not in PRESETS:
+    if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {list_models()}")
-    _, config_class, preset = PRESETS[name]
+    _, config_class, defaults = MODELS[name]
     fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown model option(s) {unknown}: valid options are {sorted(fields)}")
-    return config_class(**{**preset, **overrides})
+    return config_class(**{**defaults, **overrides})
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    """Build a preset, e.g. ``create_model("vit_cifar10_patch2_input32", attention="reference")``.
+    """Build a registered model, e.g. ``create_model("vit_cifar10_patch2_input32", attention="teaching")``.
 
-    ``overrides`` are fields of the preset's config (:class:`ModelConfig` for the Vision
-    Transformers) that replace the preset's values.
+    ``overrides`` are fields of the model's config (:class:`ModelConfig` for the Vision
+    Transformers) that replace the registry's values.
     """
     config = model_config(name, **overrides)
-    return PRESETS[name][0](config)
+    return MODELS[name][0](config)

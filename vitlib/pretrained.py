@@ -10,21 +10,19 @@ training preset and config, the command, hardware, torch version, date, wall tim
 accuracy, one view and with flip TTA). The same JSON is stored in the safetensors header under
 ``"vitlib"``, so a copied weights file still knows what it is.
 
-``bench/ship_pretrained.py`` writes them (through ``export_pretrained``) from a run of notebook
-05; ``python -m vitlib.evaluate --pretrained NAME`` measures them again.
+``bench/ship_pretrained.py`` writes them from a run of notebook 05;
+``python -m vitlib.evaluate --pretrained NAME`` measures them again.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
-from .checkpoint import write_atomic
 from .model import RelViT, create_model
 
 HEADER_KEY = "vitlib"
@@ -57,17 +55,3 @@ def load_pretrained(name: str, device: str | torch.device = "cpu") -> RelViT:
     model.load_state_dict(weights)
     model.pretrained_info = info
     return model.to(device).eval()
-
-
-def export_pretrained(model: RelViT, info: dict, folder: str | os.PathLike) -> Path:
-    """Write ``folder/NAME.safetensors`` (float32 weights, ``info`` in the header) and
-    ``folder/NAME.json`` for ``name = info["name"]``, each atomically; returns the weights' path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.cpu()
-               for k, v in model.state_dict().items()}  # fmt: skip
-    text = json.dumps(info, indent=2) + "\n"
-    path = folder / f"{info['name']}.safetensors"
-    write_atomic(path, save(weights, metadata={HEADER_KEY: text}))
-    write_atomic(folder / f"{info['name']}.json", text.encode())
-    return path

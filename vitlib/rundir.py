@@ -1,5 +1,6 @@
-"""The run directory: who may use it (a lock), how a run is stopped (signals), and the files a run
-writes besides its checkpoints (config.json, metrics.csv, metrics.jsonl).
+"""The run directory and what it guarantees: one run at a time (a lock), a clean stop on Ctrl-C
+or SIGTERM (a checkpoint after the step), checkpoints a run resumes from exactly, and the files a
+run writes besides them.
 
     runs/cpu-quick/
         config.json                 every TrainConfig field of the run
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import signal
@@ -24,7 +23,13 @@ import threading
 import typing
 from pathlib import Path
 
-from .checkpoint import write_atomic
+import filelock
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from .config import TrainConfig, config_from_dict, resume_conflicts, selection_metric
+
+if typing.TYPE_CHECKING:
+    from .train import Run
 
 METRIC_COLUMNS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "val_acc", "best_acc", "lr",
@@ -32,24 +37,40 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 
 
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed in the current epoch (non-zero after a stop signal)
+    step: int = 0  # optimizer steps, skipped ones included
+    skipped: int = 0  # steps skipped for a non-finite loss
+    best_acc: float = -1.0  # best selection metric so far (val_acc with a validation split)
+    epoch_loss_sum: float = 0.0  # over this epoch's finished batches (mean over processes)
+    epoch_batches: int = 0
+    elapsed_s: float = 0.0  # the run's wall time, start-up included (main process's clock)
+    history: list = dataclasses.field(default_factory=list)  # one dict per finished epoch
+
+
+
 class TrainingError(RuntimeError):
     """A run that cannot start or continue (busy run directory, non-finite loss, full disk)."""
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``run.lock`` while a run uses the directory.
+    """One process trains in a run directory at a time: ``run.lock``, locked with ``filelock``
+    (the operating system releases it when its process ends, however it ends).
 
-    The operating system releases the lock when its process ends, however it ends (SIGKILL, a
-    lost machine), so there is no stale-lock takeover to get wrong. The file holds the owner's pid
-    and host for the error message. A directory that already holds a run (last.pt), or a
-    ``run.lock`` left by a run that died before its first checkpoint, is refused unless resuming.
-    Once the lock is held, temporary files of interrupted writes (``.NAME.tmp-PID``) are removed.
-    """
+    The file holds the owner's pid and host, for the error message, and is deleted on a clean
+    exit, so one left behind (and unlocked) was left by a run that died before its first
+    checkpoint: refused unless resuming. A directory that already holds a run (last.pt) is
+    refused unless resuming. Temporary files of interrupted writes (``.NAME.tmp-PID``) are
+    removed once the lock is held."""
 
-    def __init__(self, run_dir: Path, resume: bool, enabled: bool = True) -> None:
-        self.path = run_dir / "run.lock"
+    def __init__(self, run_dir: str | os.PathLike, resume: bool, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / "run.lock"
         self.resume, self.enabled = resume, enabled
-        self.fd = -1
+        self.lock = filelock.FileLock(self.path, timeout=0)
 
     def __enter__(self) -> RunLock:
         if not self.enabled:
@@ -57,51 +78,39 @@ class RunLock:
         run_dir = self.path.parent
         run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume and (run_dir / "last.pt").exists():
-            raise TrainingError(
-                f"{run_dir} already holds a run (last.pt); pass --resume to continue it "
-                "or choose another --out"
-            )
-        left_by = self._acquire()
+            raise TrainingError(f"{run_dir} already holds a run (last.pt); pass --resume to "
+                                "continue it or choose another --out")  # fmt: skip
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            pid, _, host = self._owner().partition(" ")
+            raise TrainingError(f"{run_dir} is in use by process {pid or '?'} on {host or '?'} "
+                                f"({self.path}); wait for it or choose another --out") from None  # fmt: skip
+        left_by = self._owner()
         if left_by and not self.resume:
-            os.close(self.fd)  # the file stays: it still says which run died here
-            self.fd = -1
-            raise TrainingError(
-                f"{run_dir} has a stale lock from process {left_by} ({self.path}), a run that "
-                "stopped before its first checkpoint: pass --resume to continue that run"
-            )
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            self.lock.release()  # the file stays: it says which run died here
+            raise TrainingError(f"{run_dir} has a stale lock from process {left_by} ({self.path}), "
+                                "a run that stopped before its first checkpoint: pass --resume to "
+                                "continue that run")  # fmt: skip
+        self.path.write_text(f"{os.getpid()} {socket.gethostname()}\n")
         for leftover in run_dir.glob(".*.tmp-*"):
             leftover.unlink(missing_ok=True)
         return self
 
-    def _acquire(self) -> str:
-        """Lock ``run.lock``; returns the owner a dead run left in it ("" if none)."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                owner = os.read(fd, 200).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                pid, _, host = owner.partition(" ")
-                raise TrainingError(
-                    f"{self.path.parent} is in use by process {pid} on {host or '?'} "
-                    f"({self.path}); wait for it or choose another --out"
-                ) from None
-            # The previous owner may have deleted the file between our open and our lock.
-            if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                self.fd = fd
-                return os.read(fd, 200).decode(errors="replace").strip()
-            os.close(fd)
+    def _owner(self) -> str:
+        try:
+            return self.path.read_text(errors="replace").strip()
+        except OSError:  # Windows refuses reads of a locked file
+            return ""
 
     def __exit__(self, *exc) -> None:
-        if self.fd >= 0:
-            self.path.unlink(missing_ok=True)  # still locked: nobody can hold the old inode
-            os.close(self.fd)
-            self.fd = -1
+        if self.lock.is_locked:
+            self.path.write_text("")  # a clean exit: nothing left for the next run to report
+            try:
+                self.path.unlink()  # while still locked (Windows: filelock deletes it on release)
+            except OSError:
+                pass
+            self.lock.release()
 
 
 class StopSignal:
@@ -122,22 +131,18 @@ class StopSignal:
         if self.signum:
             raise KeyboardInterrupt
         self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr
-        )
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step",
+              file=sys.stderr)  # fmt: skip
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-def never_checkpointed(run_dir: Path) -> bool:
-    """A run directory that exists but has neither last.pt nor best.pt: the run was stopped
-    before its first checkpoint, so ``--resume`` starts it again from the beginning."""
-    return run_dir.is_dir() and not any((run_dir / n).exists() for n in ("last.pt", "best.pt"))
+# ---------------------------------------------------------------- config and metric files
 
 
-def write_config(run_dir: Path, config) -> None:
+def write_config(run_dir: Path, config: TrainConfig) -> None:
     """config.json: every field of the run's ``TrainConfig``."""
     text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
     write_atomic(run_dir / "config.json", text.encode())
@@ -159,3 +164,121 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         csv.DictWriter(f, METRIC_COLUMNS, restval="nan").writerow(record)
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- checkpoints and resuming
+
+
+def checkpoint_state(run: Run) -> dict:
+    """What last.pt holds: weights (and EMA), optimizer, loss scaler, progress and the config, as
+    plain tensors, numbers, strings, lists and dicts (``torch.load(weights_only=True)``)."""
+    ema = run.ema
+    return {
+        "model": run.model.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "ema_n_averaged": int(ema.n_averaged) if ema is not None else 0,
+        "model_name": run.config.model,
+        "model_config": dataclasses.asdict(run.model.config),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": run.progress.epoch,
+        "step": run.progress.step,
+        "progress": dataclasses.asdict(run.progress),
+        "world_size": run.info.world_size,
+        "config": dataclasses.asdict(run.config),
+    }
+
+
+def save_last(run: Run) -> dict | None:
+    """Write last.pt on the main process; returns what was written (None elsewhere)."""
+    if not run.info.is_main:
+        return None
+    saved = checkpoint_state(run)
+    save(run.run_dir / "last.pt", saved)
+    return saved
+
+
+def save_best(run_dir: Path, saved: dict) -> None:
+    """best.pt: a checkpoint's weights and progress, without the optimizer."""
+    save(run_dir / "best.pt", {**saved, "optimizer": None})
+
+
+def save(path: Path, saved: dict) -> None:
+    """``save_checkpoint``; a failed write (disk full, read-only folder) stops the run with a
+    TrainingError saying what is left and what to do."""
+    try:
+        save_checkpoint(path, saved)
+    except OSError as e:
+        raise TrainingError(f"{e}; the run stopped at step {saved['step']}. Free disk space or "
+                            f"make {path.parent} writable, then continue with --resume") from e  # fmt: skip
+
+
+def load_resumable(config: TrainConfig, is_main: bool) -> dict | None:
+    """With ``--resume``, the state in ``last.pt``, checked against ``config``: only fields that
+    do not change the numbers may differ, and ``epochs`` may grow (the run is extended). None
+    without ``--resume``, or for a folder whose run stopped before its first checkpoint (it
+    starts over)."""
+    run_dir = Path(config.out)
+    if not config.resume:
+        return None
+    if run_dir.is_dir() and not any((run_dir / n).exists() for n in ("last.pt", "best.pt")):
+        if is_main:
+            print(f"{run_dir} has no checkpoint yet: starting the run from the beginning")
+        return None
+    last = run_dir / "last.pt"
+    saved = load_checkpoint(last)
+    before = config_from_dict(saved["config"])
+    conflicts = resume_conflicts(before, config)
+    if conflicts:
+        raise ValueError(f"--resume with a different config than {last}: {conflicts}")
+    if config.epochs < before.epochs:
+        raise ValueError(f"--epochs {config.epochs} is shorter than the run in {last} "
+                         f"({before.epochs} epochs): a run can be extended, not shortened; train "
+                         "a new run with another --out")  # fmt: skip
+    if config.epochs > before.epochs and is_main:
+        print(f"extending the run from {before.epochs} to {config.epochs} epochs: the learning "
+              f"rate follows the schedule of {config.epochs} epochs from here", flush=True)  # fmt: skip
+    return saved
+
+
+def restore(run: Run, saved: dict) -> None:
+    """Load a checkpoint's weights, optimizer, loss scaler, EMA and progress into ``run``, say
+    where it resumes, and rewrite best.pt if the run was killed between last.pt and best.pt."""
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scaler.load_state_dict(saved["scaler"])
+    if run.ema is not None:
+        run.ema.module.load_state_dict(saved["ema"])
+        run.ema.n_averaged.fill_(saved["ema_n_averaged"])
+    run.progress = p = Progress(**saved["progress"])
+    c = run.config
+    if not run.info.is_main:
+        return
+    restore_best(run.run_dir, saved)
+    if run.out_of_time:
+        print(f"{run.run_dir} already holds the complete run: it used its {c.time_budget:g}-minute "
+              "budget; nothing to do", flush=True)  # fmt: skip
+    elif not c.time_budget and p.epoch >= c.epochs:
+        print(f"{run.run_dir} already holds the complete run ({p.epoch} epochs): nothing to do; "
+              f"pass --epochs M (more than {p.epoch}) with --resume to extend it", flush=True)  # fmt: skip
+    else:
+        used = f", {p.elapsed_s / 60:.1f} of {c.time_budget:g} min used" if c.time_budget else ""
+        print(f"resuming from epoch {p.epoch + 1} (step {p.step}, batch {p.batch} of that epoch"
+              f"{used}) from {run.run_dir / 'last.pt'}", flush=True)  # fmt: skip
+
+
+def restore_best(run_dir: Path, saved: dict) -> None:
+    """Rewrite best.pt from an epoch-end state that was the best so far, in case the run was
+    killed between writing last.pt and best.pt."""
+    progress = saved["progress"]
+    history = progress["history"]
+    if progress["batch"] or not history:
+        return
+    if history[-1][selection_metric(saved["config"]["val_split"])] < progress["best_acc"]:
+        return
+    try:
+        best_epoch = load_checkpoint(run_dir / "best.pt")["epoch"]
+    except (FileNotFoundError, CheckpointError):
+        best_epoch = None
+    if best_epoch != saved["epoch"]:
+        save_best(run_dir, saved)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -15,14 +18,10 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def flops_per_image(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> int:
-    """Forward FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2).
-
-    Counts matrix multiplies and convolutions (including attention's two products), not
-    elementwise work: softmax, bias adds, LayerNorm, GELU, residual adds and dropout are left out,
-    so this is the cost of the products, not of the whole forward pass.
-    Autograd stays on: without it a CPU would run attention in its flash kernel, which the
-    counter does not see.
-    """
+    """Forward FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2):
+    the matrix products and convolutions (attention's two products included), not the elementwise
+    work (softmax, bias adds, LayerNorm, GELU, residual adds, dropout). Autograd stays on: without
+    it a CPU would run attention in its flash kernel, which the counter does not see."""
     device = next(model.parameters()).device
     image = torch.zeros(1, in_channels, image_size, image_size, device=device)
     with eval_mode(model, no_grad=False), FlopCounterMode(display=False) as counter:
@@ -32,22 +31,16 @@ def flops_per_image(model: nn.Module, image_size: int = 32, in_channels: int = 3
 
 def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str:
     """A table of the model's top-level parts: output shape and parameters for one image."""
-    rows: list[tuple[str, str, int]] = []
-    hooks = [
-        child.register_forward_hook(
-            lambda module, args, out, name=name: rows.append(
-                (name, type(module).__name__ + str(tuple(out.shape)), count_parameters(module))
-            )
-        )
-        for name, child in _parts(model)
-    ]
+    rows: list[tuple[str, str, int]] = []  # (part, its type and output shape, its parameters)
+
+    def record(name: str, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        rows.append((name, type(module).__name__ + str(tuple(out.shape)), count_parameters(module)))
+
     device = next(model.parameters()).device
-    try:
-        with eval_mode(model):
-            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with eval_mode(model), contextlib.ExitStack() as hooks:  # the hooks are removed on exit
+        for name, child in _parts(model):
+            hooks.enter_context(child.register_forward_hook(functools.partial(record, name)))
+        model(torch.zeros(1, in_channels, image_size, image_size, device=device))
     own = sum(p.numel() for p in model.parameters(recurse=False))
     if own:  # parameters of the model itself, e.g. the position embedding
         rows.append(("(own parameters)", "", own))
@@ -55,10 +48,8 @@ def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{'part':<{width}}  {'output (1 image)':<32}{'parameters':>12}"]
     lines += [f"{name:<{width}}  {shape:<32}{params:>12,}" for name, shape, params in rows]
-    flops = flops_per_image(model, image_size, in_channels)
-    lines.append(
-        f"forward FLOPs per image: {flops / 1e9:.2f} G ({flops / 2e9:.2f} G multiply-adds)"
-    )
+    giga = flops_per_image(model, image_size, in_channels) / 1e9
+    lines.append(f"forward FLOPs per image: {giga:.2f} G ({giga / 2:.2f} G multiply-adds)")
     return "\n".join(lines)
 
 

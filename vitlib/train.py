@@ -1,142 +1,386 @@
-"""Train a RelViT on CIFAR-10: ``train(config)`` and its command line.
+"""Train a model on CIFAR-10: the whole run in one file, read top to bottom.
 
+    python -m vitlib.train --preset cpu-quick                       # minutes on a CPU
     python -m vitlib.train --preset reference --datapath DIR        # RECIPE.md, 200 epochs
     python -m vitlib.train --preset fast                            # modern GPU recipe
-    python -m vitlib.train --preset cpu-quick                       # minutes on a CPU
-    python -m vitlib.train --out runs/reference --resume            # continue a stopped run
+    python -m vitlib.train --out runs/cpu-quick --resume            # continue a stopped run
     python -m vitlib.train --out runs/cpu-quick --resume --epochs 20  # extend a finished run
     torchrun --nproc_per_node=4 -m vitlib.train --preset fast       # data parallel
 
-The pieces: ``vitlib.config`` (the settings), ``vitlib.rundir`` (the run directory's lock,
-signals and metric files), ``vitlib.loop`` (set-up, one epoch, one step, end of epoch) and
-``vitlib.checkpoint`` (the files).
+``train(config)`` is: set up (data, model, optimizer; restore ``last.pt`` when resuming), then
+``for epoch ... for batch ...`` with one optimizer step per batch (``train_step``), then at the
+end of every epoch an evaluation, a line of metrics and a checkpoint. The robustness lives in
+helpers named after what they guarantee: ``RunLock`` (one run per directory), ``StopSignal``
+(Ctrl-C / SIGTERM save a checkpoint after the step), ``save_checkpoint`` (atomic, verified by a
+sha256), ``check_memory``, ``CpuThreads`` (a fair share of a shared CPU).
+
+Randomness is stateless. The data order of an epoch is a permutation drawn from (seed, epoch);
+every other draw of a step (augmentation, the CutMix box, dropout) is seeded from (seed, epoch,
+batch, rank), and the learning rate is the pure function ``lr_at`` of the step. A run resumed at
+batch b of epoch e therefore starts right there: nothing is replayed, and ``--resume`` ends with
+the same weights as an uninterrupted run (bitwise on a CPU at a fixed thread count). With another
+number of processes a resumed run sees the same images in every global batch at the same
+learning rates; each share's augmentation draws, and BatchNorm's per-process statistics on a
+CPU, then differ, so the weights are close, not equal.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+import math
 import os
 import sys
 import time
-import typing
+from collections.abc import Callable
 from pathlib import Path
 
-from . import distributed
-from .config import PRESETS, TrainConfig, choices, config_from_dict, preset_config, validate
-from .hardware import resolve_device
-from .loop import end_epoch, epochs_left, setup, train_epoch
-from .rundir import RunLock, StopSignal, TrainingError, never_checkpointed
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
 
-__all__ = ["TrainingError", "build_parser", "config_from_args", "main", "train"]
+from . import distributed, hardware, rundir
+from .augment import cutmix
+from .config import TrainConfig, config_from_args, selection_metric, validate
+from .cpu import CpuThreads
+from .data import DeviceLoader, derive_seed, load_cifar10
+from .evaluate import evaluate_model
+from .hardware import autocast
+from .model import create_model
+from .optim import create_optimizer
+from .rundir import Progress, RunLock, StopSignal, TrainingError
+from .schedule import lr_at
+
+__all__ = ["Progress", "Run", "TrainingError", "main", "train"]
 
 
-def train(config: TrainConfig) -> dict:
-    """Train as ``config`` says; returns the last epoch's metrics plus ``history`` (all epochs),
-    ``run_dir`` and ``interrupted`` (the signal number that stopped the run, or 0)."""
-    run_started = time.perf_counter()  # a --time_budget counts the start-up
+@dataclasses.dataclass
+class Run:
+    """Everything one run holds: its settings, its objects and its ``Progress``."""
+
+    config: TrainConfig
+    info: distributed.DistInfo
+    loader: DeviceLoader  # this process's training batches
+    eval_sets: dict  # "test" (and "val"): (uint8 images on the device, labels)
+    model: nn.Module
+    forward: nn.Module  # the model as called in training: compiled and/or DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # loss scaling, active with fp16 only
+    ema: AveragedModel | None
+    amp_dtype: torch.dtype | None  # autocast dtype, None for float32
+    layout: torch.memory_format  # of conv weights and images: channels-last with --channels_last
+    progress: Progress
+    stop: StopSignal  # Ctrl-C / SIGTERM ask for a checkpoint and a clean stop
+    clock: Callable[[], float]  # seconds
+    clock_zero: float = 0.0  # the clock's reading when the run's elapsed time was 0
+    lr: float = 0.0  # the learning rate of the last step
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.out)
+
+    def elapsed(self) -> float:
+        """The run's wall time by this process's clock, start-up and earlier sessions included."""
+        return self.clock() - self.clock_zero
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether the run has used its time budget (never without one)."""
+        budget = self.config.time_budget
+        return bool(budget) and self.progress.elapsed_s >= 60 * budget
+
+
+Hook = Callable[..., None]
+
+
+def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter,
+          on_batch: Hook | None = None, on_epoch_end: Hook | None = None) -> dict:  # fmt: skip
+    """Train as ``config`` says. Returns the last epoch's metrics plus ``history`` (all epochs),
+    ``run_dir`` and ``interrupted`` (the signal number that stopped the run, or 0).
+
+    ``clock``: seconds, read for ``--time_budget`` and the timings. ``on_batch(run, images,
+    labels)`` is called before every step with its batch, ``on_epoch_end(run, record)`` after
+    every epoch's checkpoint, on every process (a log, a plot, a test's probe)."""
+    started = clock()  # a --time_budget counts the start-up
     validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    info = distributed.setup(resolve_device(config.device))
-    run_dir = Path(config.out)
-    start_over = config.resume and never_checkpointed(run_dir)
-    if start_over and info.is_main:
-        print(f"{run_dir} has no checkpoint yet: starting the run from the beginning", flush=True)
+    info = distributed.setup(hardware.resolve_device(config.device))
     try:
-        with RunLock(run_dir, config.resume, enabled=info.is_main), StopSignal() as stop:
-            state = setup(config, info, run_dir, stop, run_started, start_over)
-            for epoch in epochs_left(state):
-                started = time.perf_counter()
-                if not train_epoch(state, epoch):
-                    break
-                end_epoch(state, epoch, started, time.perf_counter() - started)
-        # Every rank has finished its collectives (rank 0 may still be writing checkpoints)
-        # before any tears the process group down; an exception skips this, so it cannot hang.
-        distributed.barrier()
+        saved = rundir.load_resumable(config, info.is_main)  # before the lock creates the folder
+        with RunLock(config.out, config.resume, enabled=info.is_main), StopSignal() as stop:
+            run = set_up(config, info, saved, stop, clock, started)
+            threads = CpuThreads() if info.device.type == "cpu" and info.world_size == 1 else None
+            bar = progress_bar(run)
+            while epochs_left(run):
+                p, epoch_started, trained_s = run.progress, clock(), 0.0
+                run.model.train()
+                run.loader.set_epoch(p.epoch, start_batch=p.batch)
+                for images, labels in run.loader:
+                    step_started = clock()
+                    if on_batch:
+                        on_batch(run, images, labels)
+                    run.lr = lr_for_next_step(run)
+                    loss, stopping, p.elapsed_s = train_step(run, images, labels)
+                    count_loss(run, loss)
+                    p.step, p.batch = p.step + 1, p.batch + 1
+                    trained_s += clock() - step_started
+                    if threads:
+                        threads.update()  # as many threads as other processes leave cores
+                    bar.update(1)
+                    if stopping or checkpoint_due(run):
+                        rundir.save_last(run)
+                    if stopping:
+                        report_stop(run)
+                        return result(run, bar)
+                    if run.out_of_time:
+                        break
+                record = end_epoch(run, clock() - epoch_started, trained_s)
+                if on_epoch_end:
+                    on_epoch_end(run, record)
+        distributed.barrier()  # every rank is done with its collectives before teardown
     finally:
         distributed.cleanup()
-    history = state.progress.history
-    return {**(history[-1] if history else {}), "history": history, "run_dir": str(run_dir),
-            "interrupted": stop.signum}  # fmt: skip
+    return result(run, bar)
+
+
+def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, bool, float]:
+    """One optimizer step at ``run.lr`` on images (B, 3, H, W) in [0, 1] and labels (B,).
+
+    Returns the loss (mean over processes), whether any process was asked to stop, and the run's
+    elapsed seconds on the main process's clock: one all-reduce carries all three, so every
+    process decides alike. A non-finite loss takes no step."""
+    c, p, rank = run.config, run.progress, run.info.rank
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.lr
+    torch.manual_seed(derive_seed(c.seed, p.epoch, p.batch, rank, "dropout"))
+    mix_rng = torch.Generator().manual_seed(derive_seed(c.seed, p.epoch, p.batch, rank, "mix"))
+    targets, other_targets, lam = labels, labels, 1.0  # loss = lam CE(y) + (1 - lam) CE(y')
+    if c.mix == "cutmix" and torch.rand((), generator=mix_rng).item() < c.mix_prob:
+        images, targets, other_targets, lam = cutmix(images, labels, c.mix_alpha, mix_rng)
+    with autocast(run.info.device, run.amp_dtype):
+        logits = run.forward(images.to(memory_format=run.layout))  # (B, classes)
+    logits = logits.float()
+    loss = lam * F.cross_entropy(logits, targets, label_smoothing=c.label_smoothing)
+    if lam < 1.0:
+        loss = loss + (1 - lam) * F.cross_entropy(logits, other_targets,
+                                                  label_smoothing=c.label_smoothing)  # fmt: skip
+    clock = run.elapsed() if run.info.is_main else 0.0
+    shared = torch.stack([loss.detach(), *loss.new_tensor([run.stop.signum, clock])])
+    loss_sum, stop_votes, main_clock = distributed.all_reduce_sum(shared).tolist()  # 1 host sync
+    if math.isfinite(loss_sum):
+        run.scaler.scale(loss).backward()
+        if c.grad_clip:  # clip the true gradients: unscale them first
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum / run.info.world_size, stop_votes > 0, main_clock
+
+
+def end_epoch(run: Run, seconds: float, trained_s: float) -> dict:
+    """Evaluate, record the epoch's metrics, save ``last.pt`` (and ``best.pt`` when the selection
+    metric improved) and print one line; returns the record."""
+    c, p = run.config, run.progress
+    record = {"epoch": p.epoch + 1, "step": p.step,
+              "train_loss": p.epoch_loss_sum / max(p.epoch_batches, 1)} | evaluate(run)  # fmt: skip
+    selected = record[selection_metric(c.val_split)]
+    p.best_acc = max(p.best_acc, selected)
+    record |= {"best_acc": p.best_acc, "lr": run.lr, "seconds": seconds,
+               "train_images_per_s": p.batch * c.batch_size / max(trained_s, 1e-9),
+               "skipped_steps": p.skipped}  # fmt: skip
+    p.history.append(record)
+    p.epoch, p.batch, p.epoch_loss_sum, p.epoch_batches = p.epoch + 1, 0, 0.0, 0
+    if run.info.is_main:
+        saved = rundir.save_last(run)
+        if selected >= p.best_acc:
+            rundir.save_best(run.run_dir, saved)
+        rundir.append_metrics(run.run_dir, record)
+        print(epoch_line(c, record), flush=True)
+    return record
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, stop: StopSignal,
+           clock: Callable[[], float], started: float) -> Run:  # fmt: skip
+    """Data, model, optimizer, loss scaler and EMA, restored from ``saved`` when resuming (its
+    clock goes on from the time used). Writes config.json and the metric files, and prints what
+    the run is. ``saved``: the checkpoint to resume from; ``started``: the clock's reading when
+    ``train`` began."""
+    amp_dtype = hardware.autocast_dtype(config.precision, info.device)
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    model = create_model(config.model, **config.model_overrides)
+    per_rank_batch = config.batch_size // info.world_size
+    hardware.check_memory(model, per_rank_batch, amp_dtype, info.device)
+    layout = torch.channels_last if config.channels_last else torch.preserve_format
+    model = model.to(info.device, memory_format=layout)
+    optimizer = create_optimizer(model, lr=config.lr, betas=config.betas, eps=config.eps,
+                                 weight_decay=config.weight_decay)  # fmt: skip
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype is torch.float16)
+    loader, eval_sets = load_data(config, info)
+    run = Run(config, info, loader, eval_sets, model, model, optimizer, scaler, ema, amp_dtype,
+              layout, Progress(), stop, clock)  # fmt: skip
+    if saved is not None:
+        rundir.restore(run, saved)
+    run.clock_zero = started - run.progress.elapsed_s
+    if config.compile:  # compiled now, on a zero batch of the training shape
+        example = torch.zeros(per_rank_batch, *loader.images.shape[1:], device=info.device)
+        model_forward = hardware.compiled(model, example.to(memory_format=layout), amp_dtype)
+    run.forward = distributed.wrap(model_forward if config.compile else model, info)
+    if info.is_main:
+        rundir.write_config(run.run_dir, config)
+        rundir.write_metrics(run.run_dir, run.progress.history)
+        print(describe(run), flush=True)
+    return run
+
+
+def load_data(config: TrainConfig, info: distributed.DistInfo) -> tuple[DeviceLoader, dict]:
+    """This process's training loader, and the evaluation sets on the device: "test", and "val"
+    (the last ``val_split`` training images) with a validation split."""
+    images, labels = load_cifar10(config.datapath, "train", limit=config.train_limit)
+    kept = len(labels) - config.val_split
+    eval_sets = {"test": load_cifar10(config.datapath, "test", limit=config.test_limit)}
+    if config.val_split:
+        eval_sets["val"] = images[kept:], labels[kept:]
+    eval_sets = {name: (x.to(info.device), y) for name, (x, y) in eval_sets.items()}
+    loader = DeviceLoader(
+        images[:kept], labels[:kept], config.batch_size // info.world_size, train=True,
+        device=info.device, augment=config.augment, seed=config.seed, rank=info.rank,
+        world_size=info.world_size, epoch_images=config.epoch_images,
+    )  # fmt: skip
+    return loader, eval_sets
+
+
+def describe(run: Run) -> str:
+    """One line: the model, the data, the steps, the device, the precision and the schedule."""
+    c, info = run.config, run.info
+    parameters = sum(p.numel() for p in run.model.parameters())
+    return (
+        f"{c.model}: {parameters:,} parameters, {len(run.loader.labels):,} train"
+        + (f" (a random {c.epoch_images:,} per epoch)" if c.epoch_images else "")
+        + f" / {len(run.eval_sets['test'][1]):,} test images, {len(run.loader)} steps per epoch "
+        + (f"for a {c.time_budget:g}-minute budget" if c.time_budget else f"x {c.epochs} epochs")
+        + f" on {info.device}" + (f" x {info.world_size} processes" if info.world_size > 1 else "")
+        + (f", {run.amp_dtype}" if run.amp_dtype else "")
+        + f"; lr {c.lr:g}: {c.cycles} x ("
+        + (f"warmup {c.warmup_epochs / c.epochs:.1%} of the time + cosine), on the clock"
+           if c.time_budget
+           else f"warmup {c.warmup_epochs:g} epochs + cosine), per {c.schedule_unit}")
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- the helpers of the loop
+
+
+def epochs_left(run: Run) -> bool:
+    """Whether another epoch is due: up to ``epochs``, or with a time budget until it is used
+    (the last epoch then ends at the step where the time ran out)."""
+    if run.config.time_budget:
+        return not run.out_of_time
+    return run.progress.epoch < run.config.epochs
+
+
+def lr_for_next_step(run: Run) -> float:
+    """``lr_at`` the schedule's position: the step (or epoch) about to be trained, or, with a time
+    budget, the fraction of the budget used times the schedule's length, so that warmup and
+    cosine stretch over the budget however fast the machine runs."""
+    c, p = run.config, run.progress
+    per_step = c.schedule_unit == "step"
+    unit = len(run.loader) if per_step else 1  # the schedule's unit in steps
+    if c.time_budget:
+        position = min(p.elapsed_s / (60 * c.time_budget), 1.0) * c.epochs * unit
+    else:
+        position = p.step if per_step else p.epoch
+    return lr_at(position, lr=c.lr, min_lr=c.min_lr, warmup=c.warmup_epochs * unit,
+                 cycle_length=c.epochs * unit / c.cycles)  # fmt: skip
+
+
+def count_loss(run: Run, loss: float) -> None:
+    """Add a finite loss to the epoch's mean. A non-finite one stops the run, naming the step,
+    the lr and the last good checkpoint, or with ``--on_nonfinite skip`` is counted."""
+    p = run.progress
+    if math.isfinite(loss):
+        p.epoch_loss_sum += loss
+        p.epoch_batches += 1
+    elif run.config.on_nonfinite == "skip":
+        p.skipped += 1
+    else:
+        last = run.run_dir / "last.pt"
+        raise TrainingError(
+            f"non-finite loss ({loss}) at step {p.step + 1} (epoch {p.epoch + 1}, batch "
+            f"{p.batch + 1}), lr {run.lr:.3g}; last good checkpoint: "
+            + (str(last) if last.exists() else "none yet")
+            + " (lower --lr, set --grad_clip, or --on_nonfinite skip)"
+        )
+
+
+def checkpoint_due(run: Run) -> bool:
+    """``--checkpoint_every N``: a mid-epoch last.pt every N steps (epoch ends save anyway)."""
+    every, p = run.config.checkpoint_every, run.progress
+    return bool(every) and p.step % every == 0 and p.batch < len(run.loader)
+
+
+def progress_bar(run: Run) -> tqdm:
+    """One bar over the run's steps with tqdm's rate and time left (without a total under a time
+    budget); shown on the main process when asked, or ("auto") when stderr is a terminal."""
+    setting, p = run.config.progress_bar, run.progress
+    shown = run.info.is_main and (setting == "on" or (setting == "auto" and sys.stderr.isatty()))
+    total = None if run.config.time_budget else run.config.epochs * len(run.loader)
+    return tqdm(total=total, initial=p.step, unit="step", disable=not shown, dynamic_ncols=True)
+
+
+def report_stop(run: Run) -> None:
+    if run.info.is_main:
+        print(f"stopped at step {run.progress.step}; continue with --resume (checkpoint "
+              f"{run.run_dir / 'last.pt'})", file=sys.stderr)  # fmt: skip
+
+
+def result(run: Run, bar: tqdm) -> dict:
+    """What ``train`` returns: the last epoch's metrics, ``history``, ``run_dir``, ``interrupted``."""
+    bar.close()
+    history = run.progress.history
+    return {**(history[-1] if history else {}), "history": history,
+            "run_dir": str(run.run_dir), "interrupted": run.stop.signum}  # fmt: skip
+
+
+def evaluate(run: Run) -> dict:
+    """Test loss and accuracy (and validation accuracy), of the EMA weights when there are some,
+    with flip TTA when the run asks for it."""
+    c = run.config
+    model = run.ema.module if run.ema is not None else run.model
+    options = {"tta": c.tta, "autocast_dtype": run.amp_dtype}
+    test = evaluate_model(model, *run.eval_sets["test"], label_smoothing=c.label_smoothing,
+                          **options)  # fmt: skip
+    record = {"test_loss": test["loss"], "test_acc": test["accuracy"]}
+    if "val" in run.eval_sets:  # metrics.csv shows nan without one
+        record["val_acc"] = evaluate_model(model, *run.eval_sets["val"], **options)["accuracy"]
+    return record
+
+
+def epoch_line(config: TrainConfig, record: dict) -> str:
+    """The line printed at the end of an epoch (``epoch 3/11``; ``epoch 3`` on the clock)."""
+    epoch = f"epoch {record['epoch']:>3}" + ("" if config.time_budget else f"/{config.epochs}")
+    return (
+        f"{epoch}  train_loss {record['train_loss']:.4f}  test_loss {record['test_loss']:.4f}  "
+        f"test_acc {100 * record['test_acc']:.2f}%  "
+        + (f"val_acc {100 * record['val_acc']:.2f}%  " if "val_acc" in record else "")
+        + f"lr {record['lr']:.3g}  {record['seconds']:.1f}s"
+    )
 
 
 # ---------------------------------------------------------------- command line
 
 
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per ``TrainConfig`` field, in underscore and dash spelling (``--batch_size``,
-    ``--batch-size``); only flags given on the command line override the preset."""
-    parser = argparse.ArgumentParser(
-        prog="python -m vitlib.train",
-        description="Train a RelViT on CIFAR-10. Flags override the chosen preset's values.",
-        allow_abbrev=False,
-        argument_default=argparse.SUPPRESS,
-    )
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        flags += ["--data"] if f.name == "datapath" else []  # the spelling data.py's errors suggest
-        values = {name: preset_config(name).__dict__[f.name] for name in PRESETS}
-        shown = values["reference"] if len(set(map(repr, values.values()))) == 1 else values
-        text = f.metadata["help"]
-        if f.name != "preset" and "default:" not in text:
-            text += f" (default: {shown})"
-        kwargs: dict = {"help": text.replace("%", "%%")}
-        hint = hints[f.name]
-        if f.name == "preset":
-            kwargs["choices"] = sorted(PRESETS)
-        elif choices(f.name):
-            kwargs["choices"] = choices(f.name)
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif hint == (int | None):
-            kwargs.update(type=_optional_int, metavar="N")
-        elif f.name == "betas":
-            kwargs.update(type=float, nargs=2, metavar=("BETA1", "BETA2"))
-        elif f.name == "model_overrides":
-            kwargs.update(type=_key_value, nargs="+", metavar="KEY=VALUE")
-        elif hint in (int, float):
-            kwargs["type"] = hint
-        parser.add_argument(*flags, **kwargs)
-    return parser
-
-
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    """The ``TrainConfig`` a command line asks for: the preset (or, with --resume, the run's saved
-    config.json) with the given flags applied."""
-    args = vars(build_parser().parse_args(argv))
-    if "model_overrides" in args:
-        args["model_overrides"] = dict(args["model_overrides"])
-    if "betas" in args:
-        args["betas"] = tuple(args["betas"])
-    preset = args.pop("preset", "reference")
-    if args.get("resume"):
-        out = Path(args.get("out", preset_config(preset).out))
-        saved = out / "config.json"
-        if saved.is_file():
-            return config_from_dict({**json.loads(saved.read_text()), **args})
-    return preset_config(preset, **args)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (128 + signal number if stopped)."""
+    """``python -m vitlib.train``; returns the exit status (128 + signal number if stopped)."""
     try:
         config = config_from_args(argv)
-    except SystemExit as e:  # --help, or a usage error already printed by argparse
+    except SystemExit as e:  # --help, or a usage error argparse has printed
         return int(e.code or 0)
     try:
         result = train(config)

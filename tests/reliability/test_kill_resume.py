@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 
-from vitlib.checkpoint import load_checkpoint
-from vitlib.train import main
+from helpers import assert_same_tensors, tiny_argv
 
-from .conftest import assert_same_tensors, tiny_argv
+from vitlib.checkpoint import load_checkpoint
+from vitlib.train import main, train
 
 # The child trains through the CLI on a slow disk: every fsync waits 50 ms, so a checkpoint
 # write (temporary file -> fsync -> rename) is a window that random kills can hit.
@@ -118,7 +118,7 @@ def test_random_kills_and_signals_lose_nothing(tmp_path, cifar_root, capsys):
     assert final["optimizer"]["state"].keys() == expected["optimizer"]["state"].keys()
     for key, value in expected["optimizer"]["state"].items():
         assert_same_tensors(final["optimizer"]["state"][key], value)
-    assert final["scheduler"] == expected["scheduler"] and final["step"] == expected["step"]
+    assert final["scaler"] == expected["scaler"] and final["step"] == expected["step"]
     assert_same_tensors(
         load_checkpoint(run / "best.pt")["model"], load_checkpoint(reference / "best.pt")["model"]
     )
@@ -126,32 +126,23 @@ def test_random_kills_and_signals_lose_nothing(tmp_path, cifar_root, capsys):
     assert sorted(os.listdir(run)) == sorted(os.listdir(reference))  # no lock, no temp files
 
 
-def test_ctrl_c_in_a_notebook_saves_then_resume_is_exact(tiny, tmp_path, monkeypatch):
-    """SIGINT (Ctrl-C, Colab's interrupt button) at step 8 in-process; tests/test_train.py
+def test_ctrl_c_in_a_notebook_saves_then_resume_is_exact(tiny_config, tmp_path):
+    """SIGINT (Ctrl-C, Colab's interrupt button) before step 8, in-process; tests/test_train.py
     covers SIGTERM the same way."""
-    import vitlib.loop as loop_module
-    import vitlib.train as train_module
-
     sig = signal.SIGINT
     before = signal.getsignal(sig)  # SIG_IGN in a process started in the background (cmd &)
+    reference = train(tiny_config(tmp_path / "reference"))
 
-    reference = train_module.train(tiny(tmp_path / "reference"))
-    real_loss, calls = loop_module.mixed_loss, []
-
-    def signal_on_step_8(*args):
-        calls.append(1)
-        if len(calls) == 8:  # epoch 2, batch 2
+    def interrupt_before_step_8(run, images, labels):
+        if run.progress.step + 1 == 8:  # epoch 2, batch 2
             signal.raise_signal(sig)
-        return real_loss(*args)
 
-    monkeypatch.setattr(loop_module, "mixed_loss", signal_on_step_8)
     out = tmp_path / "run"
-    assert train_module.train(tiny(out))["interrupted"] == sig
-    monkeypatch.undo()
+    assert train(tiny_config(out), on_batch=interrupt_before_step_8)["interrupted"] == sig
     saved = load_checkpoint(out / "last.pt")
     assert (saved["progress"]["epoch"], saved["progress"]["batch"], saved["step"]) == (1, 2, 8)
     assert signal.getsignal(sig) == before  # training restored the handler it found
-    result = train_module.train(tiny(out, resume=True))
+    result = train(tiny_config(out, resume=True))
     assert result["history"] == [
         {**row, "seconds": r["seconds"], "train_images_per_s": r["train_images_per_s"]}
         for row, r in zip(reference["history"], result["history"], strict=True)

@@ -23,7 +23,7 @@ PARSE_ERRORS = [
     (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
     (["--on_nonfinite", "ignore"], "invalid choice: 'ignore'"),
     (["--schedule_unit", "batch"], "invalid choice: 'batch'"),
-    (["--progress", "maybe"], "argument --progress: invalid choice: 'maybe'"),
+    (["--progress_bar", "maybe"], "argument --progress_bar/--progress-bar: invalid choice: 'maybe'"),
     (["--dataset", "CIFAR-100"], "argument --dataset: invalid choice: 'CIFAR-100'"),
     (["--betas", "0.9"], "argument --betas: expected 2 arguments"),
     (["--model_overrides", "depth"], "expected KEY=VALUE, got 'depth'"),

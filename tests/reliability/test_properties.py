@@ -32,7 +32,7 @@ def valid_configs(draw):
         num_classes=draw(st.integers(1, 12)),
         dropout=draw(st.floats(0, 0.9)),
         head_dropout=draw(st.floats(0, 0.9)),
-        attention=draw(st.sampled_from(["fast", "reference"])),
+        attention=draw(st.sampled_from(["fused", "teaching"])),
         projection=draw(st.sampled_from(["pointwise", "depthwise"])),
     )
 
@@ -93,7 +93,7 @@ def test_dropout_range(name, value):
 @SETTINGS
 @given(name=st.text(min_size=1, max_size=12))
 def test_unknown_attention_or_projection(name):
-    for field, allowed in (("attention", {"fast", "reference"}),
+    for field, allowed in (("attention", {"fused", "teaching"}),
                            ("projection", {"pointwise", "depthwise"})):  # fmt: skip
         if name not in allowed:
             with pytest.raises(ValueError, match=f"unknown {field}"):
