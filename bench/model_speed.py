@@ -1,4 +1,4 @@
-"""Train-step throughput of the teaching vs the fast attention form, fp32.
+"""Train-step throughput of the teaching vs the fused attention form, fp32.
 
     python bench/model_speed.py                 # reference and small presets, batch 64
     python bench/model_speed.py --smoke         # seconds: a check that the script runs
@@ -142,18 +142,18 @@ def main(argv: list[str] | None = None) -> None:
                         seconds_in_fresh_process(preset, form, batch_size, steps, args.smoke, env)
                     )
             rate = {form: batch_size / statistics.median(t) for form, t in times.items()}
-            ratio = rate["fast"] / rate["reference"]
+            ratio = rate["fused"] / rate["teaching"]
             rows.append(
                 [
                     preset,
                     batch_size,
                     allocator,
-                    f"{rate['reference']:.1f}",
-                    f"{rate['fast']:.1f}",
+                    f"{rate['teaching']:.1f}",
+                    f"{rate['fused']:.1f}",
                     f"{ratio:.2f}x",
                 ]
             )
-    header = ["preset", "batch", "malloc", "teaching img/s", "fast img/s", "fast / teaching"]
+    header = ["model", "batch", "malloc", "teaching img/s", "fused img/s", "fused / teaching"]
     notes = f"median of {rounds} fresh processes x {steps} timed steps per cell; load average {os.getloadavg()[0]:.1f} at the end"
     record(
         "model_speed: train step, fp32" + (" (smoke)" if args.smoke else ""),

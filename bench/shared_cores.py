@@ -49,7 +49,7 @@ def worker(settle: float, seconds: float, mode: str, smoke: bool, compile: bool)
     overrides = {"depth": 1, "dim": 32, "head_channels": 16} if smoke else {}
     batch = 16 if smoke else 128
     step = make_train_step(
-        "vit_cifar10_small", "fast", batch, bf16=True, compile=compile, **overrides
+        "vit_cifar10_small", "fused", batch, bf16=True, compile=compile, **overrides
     )
     threads = CpuThreads(every=1.0 if smoke else 5.0) if mode == MODES[1] else None
 

@@ -1,4 +1,4 @@
-"""Train throughput and achieved TFLOP/s: teaching vs fast path, eager vs compiled, fp32 vs bf16,
+"""Train throughput and achieved TFLOP/s: teaching vs fused form, eager vs compiled, fp32 vs bf16,
 NCHW vs channels-last memory order.
 
     python bench/throughput.py                          # reference preset, batch 64 and 128

@@ -24,7 +24,7 @@ from common import RESULTS, markdown_table, record
 from vitlib.train import main as train_main
 
 SMOKE_FLAGS = ["--epochs", "1", "--train_limit", "256", "--test_limit", "128", "--batch_size", "64",
-               "--model_overrides", "depth=1", "dim=32", "head_channels=16", "--progress", "off",
+               "--model_overrides", "depth=1", "dim=32", "head_channels=16", "--progress_bar", "off",
                "--no-compile"]  # fmt: skip
 
 

@@ -50,12 +50,12 @@ class SeedSelfAttention2d(nn.Module):
 
 
 def make_pair(dim=64, head_channels=16, grid=(4, 6), projection="pointwise", dtype=torch.float32):
-    """A teaching and a fast module holding the same random weights."""
+    """A teaching and a fused module holding the same random weights."""
     teaching = SelfAttention2d(dim, head_channels, grid, form="teaching", projection=projection)
     torch.nn.init.normal_(teaching.rel_pos.table)
-    fast = SelfAttention2d(dim, head_channels, grid, form="fused", projection=projection)
-    fast.load_state_dict(teaching.state_dict())
-    return teaching.to(dtype), fast.to(dtype)
+    fused = SelfAttention2d(dim, head_channels, grid, form="fused", projection=projection)
+    fused.load_state_dict(teaching.state_dict())
+    return teaching.to(dtype), fused.to(dtype)
 
 
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5)])
@@ -72,37 +72,37 @@ def test_teaching_form_is_the_seed_module(grid):
 
 @pytest.mark.parametrize("projection", ["pointwise", "depthwise"])
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_fast_equals_teaching_outputs_and_gradients(projection, dtype, tol):
-    teaching, fast = make_pair(projection=projection, dtype=dtype)
+def test_fused_equals_teaching_outputs_and_gradients(projection, dtype, tol):
+    teaching, fused = make_pair(projection=projection, dtype=dtype)
     tokens = torch.randn(10, 24, 64, dtype=dtype)  # 10 > the CPU chunk of 8: two chunks
     x1 = tokens.clone().requires_grad_()
     x2 = tokens.clone().requires_grad_()
-    out1, out2 = teaching(x1), fast(x2)
+    out1, out2 = teaching(x1), fused(x2)
     assert torch.allclose(out1, out2, atol=tol, rtol=0)
     upstream = torch.randn_like(out1)
     out1.backward(upstream)
     out2.backward(upstream)
     assert torch.allclose(x1.grad, x2.grad, atol=tol, rtol=0)
     grads1 = dict(teaching.named_parameters())
-    for name, param in fast.named_parameters():
+    for name, param in fused.named_parameters():
         assert torch.allclose(param.grad, grads1[name].grad, atol=tol * 10, rtol=0), name
 
 
-def test_fast_equals_teaching_without_grad():
-    teaching, fast = make_pair()
+def test_fused_equals_teaching_without_grad():
+    teaching, fused = make_pair()
     tokens = torch.randn(3, 24, 64)
     with torch.no_grad():
-        assert torch.allclose(teaching(tokens), fast(tokens), atol=1e-5)
+        assert torch.allclose(teaching(tokens), fused(tokens), atol=1e-5)
 
 
 def test_forms_share_state_dict_keys():
-    teaching, fast = make_pair()
-    assert teaching.state_dict().keys() == fast.state_dict().keys()
+    teaching, fused = make_pair()
+    assert teaching.state_dict().keys() == fused.state_dict().keys()
 
 
 def test_attention_map_rows_are_distributions():
-    _, fast = make_pair()
-    probs = fast.attention_map(torch.randn(2, 24, 64))
+    _, fused = make_pair()
+    probs = fused.attention_map(torch.randn(2, 24, 64))
     assert probs.shape == (2, 4, 24, 24)
     assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 24))
 
@@ -121,9 +121,9 @@ def test_one_by_one_convolution_is_a_per_token_linear_layer():
 )
 def test_only_depthwise_projections_see_neighbouring_tokens(projection, sees_neighbours):
     """The query of token 0 depends on token 1 (its right neighbour) only with depthwise projections."""
-    _, fast = make_pair(projection=projection)
+    _, fused = make_pair(projection=projection)
     tokens = torch.randn(1, 24, 64, requires_grad=True)
-    queries, _, _ = fast.project(tokens)  # (1, heads, N, d)
+    queries, _, _ = fused.project(tokens)  # (1, heads, N, d)
     queries[:, :, 0].sum().backward()
     assert (tokens.grad[0, 1].abs().sum() > 0) == sees_neighbours
     assert tokens.grad[0, 0].abs().sum() > 0

@@ -36,7 +36,7 @@ def run_bench(script: str, *args: str, results: Path) -> str:
 def test_model_speed_smoke(tmp_path):
     text = run_bench("model_speed.py", results=tmp_path / "RESULTS.md")
     assert "model_speed: train step, fp32 (smoke)" in text
-    assert "| vit_cifar10_patch2_input32 | 4 |" in text and "fast / teaching" in text
+    assert "| vit_cifar10_patch2_input32 | 4 |" in text and "fused / teaching" in text
 
 
 def test_throughput_smoke(tmp_path):
@@ -53,7 +53,7 @@ def test_throughput_smoke(tmp_path):
         results=tmp_path / "RESULTS.md",
     )
     assert "throughput: vit_cifar10_patch2_input32 on cpu (smoke)" in text
-    for form in ("reference", "fast"):
+    for form in ("teaching", "fused"):
         for precision in ("fp32", "bf16"):
             for layout in ("nchw", "channels_last"):
                 assert f"| {form} | eager | {precision} | {layout} | 2 |" in text

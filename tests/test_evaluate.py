@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from vitlib.config import preset_config
 from vitlib.data import load_cifar10
 from vitlib.evaluate import (
     confusion_matrix,
@@ -18,14 +17,9 @@ from vitlib.train import train
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, cifar_root):
+def checkpoint(tmp_path_factory, tiny_config):
     out = tmp_path_factory.mktemp("eval") / "run"
-    config = preset_config(
-        "cpu-quick", out=str(out), datapath=str(cifar_root), train_limit=64, test_limit=32,
-        epochs=1, batch_size=32, warmup_epochs=0.5, progress_bar="off", compile=False,
-        model_overrides={"depth": 1, "dim": 32, "head_channels": 16},
-    )  # fmt: skip
-    train(config)
+    train(tiny_config(out, epochs=1, train_limit=64, batch_size=32))
     return out / "best.pt"
 
 

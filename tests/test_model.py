@@ -7,7 +7,7 @@ import vitlib
 from vitlib.model import ModelConfig
 from vitlib.summary import count_parameters, flops_per_image, summary
 
-REFERENCE = "vit_cifar10_patch2_input32"
+SEED_MODEL = "vit_cifar10_patch2_input32"
 
 
 def with_random_gains(model):
@@ -19,8 +19,8 @@ def with_random_gains(model):
     return model
 
 
-def test_reference_preset_is_the_reference_model():
-    model = vitlib.create_model(REFERENCE)
+def test_seed_model_has_the_seeds_shape():
+    model = vitlib.create_model(SEED_MODEL)
     assert count_parameters(model) == 6_482_138
     config = model.config
     assert (config.dim, config.depth, config.heads, config.head_channels) == (256, 8, 8, 32)
@@ -29,20 +29,20 @@ def test_reference_preset_is_the_reference_model():
     assert model.pos_embedding.shape == (256, 16, 16)
 
 
-def test_reference_flops_match_the_recipe():
+def test_seed_model_flops_match_the_recipe():
     # RECIPE.md: ~1.89 G multiply-adds per 32x32 image.
-    assert flops_per_image(vitlib.create_model(REFERENCE)) / 2 == pytest.approx(1.89e9, rel=0.01)
+    assert flops_per_image(vitlib.create_model(SEED_MODEL)) / 2 == pytest.approx(1.89e9, rel=0.01)
 
 
 def test_every_block_is_the_identity_at_initialisation():
-    model = vitlib.create_model(REFERENCE)
+    model = vitlib.create_model(SEED_MODEL)
     tokens = torch.randn(2, 256, 256)
     for block in model.blocks:
         assert torch.equal(block(tokens), tokens)
 
 
 def test_initialisation_follows_the_recipe():
-    model = vitlib.create_model(REFERENCE)
+    model = vitlib.create_model(SEED_MODEL)
     fc1 = model.blocks[0].mlp.fc1.weight  # fan-in 256: Kaiming std = sqrt(2 / 256)
     assert fc1.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.02)
     assert model.pos_embedding.std().item() == pytest.approx(0.02, rel=0.05)
@@ -56,7 +56,7 @@ def test_initialisation_follows_the_recipe():
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("projection", ["pointwise", "depthwise"])
-def test_fast_and_teaching_models_give_the_same_logits_and_gradients(dtype, tol, projection):
+def test_fused_and_teaching_models_give_the_same_logits_and_gradients(dtype, tol, projection):
     overrides = {
         "depth": 2,
         "dim": 64,
@@ -65,47 +65,47 @@ def test_fast_and_teaching_models_give_the_same_logits_and_gradients(dtype, tol,
         "projection": projection,
     }
     teaching = with_random_gains(
-        vitlib.create_model(REFERENCE, attention="teaching", **overrides)
+        vitlib.create_model(SEED_MODEL, attention="teaching", **overrides)
     ).to(dtype)
-    fast = vitlib.create_model(REFERENCE, attention="fused", **overrides).to(dtype)
-    fast.load_state_dict(teaching.state_dict())
+    fused = vitlib.create_model(SEED_MODEL, attention="fused", **overrides).to(dtype)
+    fused.load_state_dict(teaching.state_dict())
     images = torch.rand(9, 3, 32, 32, dtype=dtype)
     labels = torch.randint(0, 10, (9,))
-    logits_teaching, logits_fast = teaching(images), fast(images)
-    assert torch.allclose(logits_teaching, logits_fast, atol=tol, rtol=0)
+    logits_teaching, logits_fused = teaching(images), fused(images)
+    assert torch.allclose(logits_teaching, logits_fused, atol=tol, rtol=0)
     F.cross_entropy(logits_teaching, labels).backward()
-    F.cross_entropy(logits_fast, labels).backward()
+    F.cross_entropy(logits_fused, labels).backward()
     teaching_grads = dict(teaching.named_parameters())
-    for name, param in fast.named_parameters():
+    for name, param in fused.named_parameters():
         assert torch.allclose(param.grad, teaching_grads[name].grad, atol=tol, rtol=0), name
 
 
 def test_set_attention_switches_form_in_place():
     model = with_random_gains(vitlib.create_model("vit_cifar10_small", head_dropout=0.0)).eval()
     images = torch.rand(2, 3, 32, 32)
-    fast = model(images)
-    reference = model.set_attention("teaching")(images)
-    assert model.config.attention == "reference"
-    assert torch.allclose(fast, reference, atol=1e-5)
+    fused = model(images)
+    teaching = model.set_attention("teaching")(images)
+    assert model.config.attention == "teaching"
+    assert torch.allclose(fused, teaching, atol=1e-5)
     with pytest.raises(ValueError, match="unknown attention form 'slow'"):
         model.set_attention("slow")
-    assert model.config.attention == "reference"  # refused before any layer changed
-    assert {block.attn.form for block in model.blocks} == {"reference"}
+    assert model.config.attention == "teaching"  # refused before any layer changed
+    assert {block.attn.form for block in model.blocks} == {"teaching"}
 
 
 def test_create_model_and_overrides():
-    assert {REFERENCE, "vit_cifar10_small"} <= set(vitlib.list_models())
-    model = vitlib.create_model(REFERENCE, attention="teaching", num_classes=100)
-    assert model.head.out_features == 100 and model.config.attention == "reference"
-    assert vitlib.create_model(REFERENCE).state_dict().keys() == model.state_dict().keys()
+    assert {SEED_MODEL, "vit_cifar10_small"} <= set(vitlib.list_models())
+    model = vitlib.create_model(SEED_MODEL, attention="teaching", num_classes=100)
+    assert model.head.out_features == 100 and model.config.attention == "teaching"
+    assert vitlib.create_model(SEED_MODEL).state_dict().keys() == model.state_dict().keys()
     small = vitlib.create_model("vit_cifar10_small")
     assert small(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     assert count_parameters(small) < count_parameters(model) / 4
 
 
 def test_depthwise_projection_adds_a_few_parameters():
-    pointwise = count_parameters(vitlib.create_model(REFERENCE))
-    depthwise = count_parameters(vitlib.create_model(REFERENCE, projection="depthwise"))
+    pointwise = count_parameters(vitlib.create_model(SEED_MODEL))
+    depthwise = count_parameters(vitlib.create_model(SEED_MODEL, projection="depthwise"))
     assert depthwise - pointwise == 8 * 256 * 3 * 3
 
 
@@ -113,9 +113,9 @@ def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match=r"unknown model 'vit_huge'.*vit_cifar10_patch2_input32"):
         vitlib.create_model("vit_huge")
     with pytest.raises(ValueError, match=r"unknown model option\(s\) \['widht'\]"):
-        vitlib.create_model(REFERENCE, widht=3)
+        vitlib.create_model(SEED_MODEL, widht=3)
     with pytest.raises(ValueError, match="unknown attention form 'flash'"):
-        vitlib.create_model(REFERENCE, attention="flash")
+        vitlib.create_model(SEED_MODEL, attention="flash")
 
 
 def test_bad_configurations_are_refused():
@@ -141,7 +141,7 @@ def test_bad_configurations_are_refused():
 
 def test_ablation_switches():
     """Each ingredient can be switched off (notebook 07): its parameters are gone, the teaching
-    and fast forms still agree, and the residual gains start where asked."""
+    and fused forms still agree, and the residual gains start where asked."""
     for switch, removed in (
         ("relative_position", "rel_pos"),
         ("absolute_position", "pos_embedding"),
@@ -151,10 +151,10 @@ def test_ablation_switches():
         assert all(b.gamma_attn.item() == b.gamma_mlp.item() == 1.0 for b in model.blocks)
         x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            fast = model.eval()(x)
-            assert torch.allclose(model.set_attention("teaching")(x), fast, atol=1e-5)
+            fused = model.eval()(x)
+            assert torch.allclose(model.set_attention("teaching")(x), fused, atol=1e-5)
     attn = vitlib.create_model("vit_cifar10_small", relative_position=False).blocks[0].attn
-    assert attn.rel_pos is None and attn.bias() is None
+    assert attn.rel_pos is None
     maps = attn.attention_map(torch.randn(2, 64, 128))
     assert torch.allclose(maps.sum(-1), torch.ones(2, 4, 64))
 
@@ -180,7 +180,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_summary_lists_parts_and_totals():
-    model = vitlib.create_model(REFERENCE)
+    model = vitlib.create_model(SEED_MODEL)
     text = summary(model)
     assert "blocks.7" in text and "6,482,138" in text and "1.89 G multiply-adds" in text
     assert model.training  # measured in eval mode, then given back in training mode

@@ -1,34 +1,25 @@
-"""Self-attention with convolutional projections and a relative position bias.
+"""Multi-head self-attention over a feature map, with a learned relative position bias.
 
 For one head with queries ``Q``, keys ``K``, values ``V`` (each ``N x d``) and the learned
 relative bias ``B`` (``N x N``, :mod:`vitlib.relpos`):
 
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + B) V        (softmax over the keys)
 
-The projections are 1x1 convolutions on the ``(C, H, W)`` feature map, as in the seed. A 1x1
-convolution is the same linear map applied to every pixel, i.e. a per-token ``nn.Linear``: it
-adds no spatial context. ``projection="depthwise"`` adds some: it first filters every channel
-with its own 3x3 kernel (one depthwise convolution, stride 1, no bias, no normalisation) and
-feeds that one filtered map to all three 1x1 projections. This is inspired by the convolutional
-projection of CvT (Wu et al. 2021, "CvT: Introducing Convolutions to Vision Transformers",
-https://arxiv.org/abs/2103.15808) but differs from it in three ways: CvT gives Q, K and V each
-their own depthwise convolution, follows each with BatchNorm, and strides those of K and V by 2
-(4x fewer keys and values).
+The projections are 1x1 convolutions on the ``(C, H, W)`` map, as in the seed: one linear map
+applied to every token, with no spatial context. ``projection="depthwise"`` adds some: one 3x3
+depthwise convolution (stride 1, no bias, no normalisation) filters the map that all three 1x1
+projections read. CvT (Wu et al. 2021, https://arxiv.org/abs/2103.15808) inspired it, but gives
+Q, K and V each their own depthwise convolution with BatchNorm, and strides K and V by 2.
 
-:class:`SelfAttention2d` computes this in one of two forms that share their parameters (same
-``state_dict`` keys) and compute the same function (in float32 they agree to rounding; under
-bf16 autocast the fused form adds the bias in bf16 and the teaching form in float32, so they are
-the same function, not the same numbers):
+:class:`SelfAttention2d` has two forms on the same parameters (same ``state_dict`` keys). They
+are the same function: in float32 they agree to rounding (under bf16 autocast the fused form
+adds the bias in bf16, the teaching form in float32):
 
-* ``"teaching"``: the seed's code, step by step. It works on the channel-first map, where
-  keys and queries are ``(d, N)`` (the transposes of the ``N x d`` matrices above), computes
-  the scores keys-first (``K Q^T`` of shape ``(N_k, N_q)``, the transpose of ``Q K^T``) and takes
-  the softmax over ``dim=-2``.
-* ``"fused"`` (default): one fused ``(3C, C)`` projection on tokens ``(B, N, C)`` and
-  :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as an additive mask.
-  On a GPU the memory-efficient kernel takes such a bias and keeps no ``(B, heads, N, N)`` score
-  tensor (the flash kernel takes no bias at all). On a CPU, training runs the math kernel in
-  chunks (:func:`biased_attention`), whose softmax outputs autograd keeps.
+* ``"teaching"``: the seed's code, step by step, on the channel-first map: keys and queries are
+  ``(d, N)`` (the transposes of ``K`` and ``Q``), the scores are keys-first (``K Q^T``, shape
+  ``(N_k, N_q)``) and the softmax runs over ``dim=-2``.
+* ``"fused"`` (default): one ``(3C, C)`` projection of tokens ``(B, N, C)``, then
+  :func:`biased_attention`.
 """
 
 from __future__ import annotations
@@ -45,12 +36,9 @@ ATTENTION_FORMS = ("fused", "teaching")
 PROJECTIONS = ("pointwise", "depthwise")
 
 
-def check_attention(
-    dim: int, head_channels: int, form: str = "fused", projection: str = "pointwise"
-) -> None:
+def check_attention(dim: int, head_channels: int, form: str, projection: str) -> None:
     """Raise a ``ValueError`` naming the problem unless ``head_channels`` divides ``dim`` and
-    ``form`` and ``projection`` are known. The one check of these options: ``ModelConfig``
-    and :class:`SelfAttention2d` both call it."""
+    ``form`` and ``projection`` are known (the one check of these options)."""
     if dim % head_channels != 0:
         raise ValueError(
             f"channels (dim={dim}) are not divisible by head_channels={head_channels}: "
@@ -62,8 +50,7 @@ def check_attention(
         raise ValueError(f"unknown projection {projection!r}: choose one of {PROJECTIONS}")
 
 
-# Images per call of the CPU math kernel; see biased_attention.
-CPU_CHUNK = 8
+CPU_CHUNK = 8  # images per call of the CPU math kernel (see biased_attention)
 
 
 def biased_attention(
@@ -73,21 +60,19 @@ def biased_attention(
     bias: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
-    """``softmax(Q K^T * scale + bias) V`` via ``scaled_dot_product_attention``.
+    """``softmax(Q K^T * scale + bias) V`` by ``scaled_dot_product_attention``.
 
     queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` or ``None`` (no bias)
     -> ``(B, heads, N, d)``.
 
-    On CUDA the memory-efficient kernel takes the additive bias (and returns its gradient)
-    directly; the flash kernel takes no bias. On a CPU the flash kernel takes it when no gradient
-    is needed. When a gradient is needed on a CPU,
-    PyTorch runs a bias that needs one through its unfused math kernel, which writes
-    ``(B, heads, N, N)`` scores to memory; running it on chunks of ``CPU_CHUNK`` images keeps
-    each chunk's scores in cache, about 2x faster on 2 cores (``bench/model_speed.py``). Without
-    a bias it would pick the CPU flash kernel, whose backward is slower still on these small
-    heads (339 vs 388 training images/s for ``vit_cifar10_small``, eager, bf16, 2-core AMD EPYC), so the
-    chunked math kernel serves both: an ablation without the bias then measures the bias, not a
-    kernel.
+    On CUDA the memory-efficient kernel (flash takes no bias) takes the bias, returns its
+    gradient and keeps no ``(B, heads, N, N)`` scores; so does the CPU flash kernel when no
+    gradient is needed. To train on a CPU, PyTorch runs a bias through its math kernel, which
+    writes the scores to memory: on chunks of ``CPU_CHUNK`` images they stay in cache, about 2x
+    faster on 2 cores (``bench/model_speed.py``). Without a bias PyTorch would pick the CPU flash
+    kernel, whose backward is slower still on these small heads (339 vs 388 training images/s
+    for ``vit_cifar10_small``, eager, bf16, 2-core AMD EPYC), so the chunked math kernel serves
+    both: an ablation of the bias then measures the bias, not a kernel.
     """
     if bias is not None:
         bias = bias.unsqueeze(0)  # (1, heads, N, N): the 4-D mask the fused kernels accept
@@ -101,12 +86,8 @@ def biased_attention(
 
 
 class SelfAttention2d(nn.Module):
-    """Multi-head self-attention over the tokens of an ``H x W`` feature map.
-
-    Input and output are tokens ``(B, N, C)``, ``N = H * W`` in row-major order
-    (``rearrange(map, "b c h w -> b (h w) c")``). ``relative_position=False`` drops the relative
-    position bias (``rel_pos`` is then ``None``): an ablation, not a model to use.
-    """
+    """Multi-head self-attention over the tokens ``(B, N, C)`` of an ``H x W`` map, ``N = H * W``
+    in row-major order. ``relative_position=False`` (an ablation) leaves ``rel_pos`` ``None``."""
 
     def __init__(
         self,
@@ -125,14 +106,10 @@ class SelfAttention2d(nn.Module):
         self.head_channels = head_channels
         self.scale = head_channels**-0.5
 
-        # One depthwise 3x3, shared by q, k and v, before their 1x1 projections (None: plain 1x1
-        # projections). Inspired by CvT, which gives q, k and v each their own depthwise conv
-        # followed by BatchNorm, and strides those of k and v by 2.
-        self.spatial = (
-            nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
-            if projection == "depthwise"
-            else None
-        )
+        # projection="depthwise": one 3x3 filter per channel, before the 1x1 q, k, v projections.
+        self.spatial = None
+        if projection == "depthwise":
+            self.spatial = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
         self.to_queries = nn.Conv2d(dim, dim, kernel_size=1)
         self.to_keys = nn.Conv2d(dim, dim, kernel_size=1)
         self.to_values = nn.Conv2d(dim, dim, kernel_size=1)
@@ -171,16 +148,14 @@ class SelfAttention2d(nn.Module):
         """Fused projection + ``scaled_dot_product_attention``, tokens-last layout throughout."""
         b, n, c = tokens.shape
         queries, keys, values = self.project(tokens)
-        bias = self.bias(queries.dtype)  # (heads, N_q, N_k), broadcast over B
+        bias = None if self.rel_pos is None else self.rel_pos().to(queries.dtype)  # (heads, N, N)
         out = biased_attention(queries, keys, values, bias, self.scale)  # (B, heads, N, d)
         out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C), heads concatenated
         return F.linear(out, self.unifyheads.weight.flatten(1), self.unifyheads.bias)
 
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tokens ``(B, N, C)`` -> queries, keys, values, each ``(B, heads, N, d)``.
-
-        The three 1x1 convolutions are one ``(3C, C)`` matrix multiply on the tokens.
-        """
+        """tokens ``(B, N, C)`` -> queries, keys, values, each ``(B, heads, N, d)``, by one
+        ``(3C, C)`` matrix multiply that stacks the three 1x1 convolutions."""
         b, n, c = tokens.shape
         x = tokens
         if self.spatial is not None:
@@ -192,10 +167,6 @@ class SelfAttention2d(nn.Module):
         qkv = F.linear(x, weight, bias).view(b, n, 3, self.heads, self.head_channels)
         queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         return queries, keys, values
-
-    def bias(self, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
-        """The relative position bias ``(heads, N_q, N_k)`` in ``dtype`` (``None`` without one)."""
-        return None if self.rel_pos is None else self.rel_pos().to(dtype)
 
     def attention_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """The attention probabilities ``(B, heads, N_q, N_k)``; each row sums to 1."""

@@ -1,17 +1,13 @@
 """The RECIPE.md train augmentation, batched and vectorised on whatever device the images are on.
 
 Per image, as in the reference run: TrivialAugmentWide -> RandomHorizontalFlip(0.5) ->
-RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, the box filled with 0:
-black, torchvision's default; Zhong et al. 2020, https://arxiv.org/abs/1708.04896, fill it with
-random values). Each op is bit for bit torchvision's tensor functional on uint8, as the per-op
-tests check (nearest interpolation, fill 0, blends truncated to uint8). The reference run fed PIL
-images, whose blends round instead and whose rotation picks other nearest pixels at some borders:
-against that path Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate on
-about 2% of pixels (tests/test_augment.py bounds the mean difference).
-
-All randomness comes from an explicit CPU ``torch.Generator`` (a few numbers per image), so a seed
-gives the same augmentation on every device; the pixel work runs on the images' device, looping
-only over the 14 ops, never over images.
+RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, box filled with 0).
+Each op is bit for bit torchvision's tensor functional on uint8 (nearest interpolation, fill 0,
+blends truncated to uint8). The reference run fed PIL images, whose blends round instead and whose
+rotation picks other nearest pixels at some borders: against that path Color/Contrast/Sharpness
+differ by one grey level on some pixels and Rotate on about 2% of pixels (tests/test_augment.py
+bounds the mean difference). All randomness comes from an explicit CPU ``torch.Generator``, so a
+seed gives the same augmentation on every device; the pixel work loops over the 14 ops, not images.
 """
 
 from __future__ import annotations
@@ -28,21 +24,21 @@ from torch import Tensor
 NUM_BINS = 31
 
 
-def augmentation_space(num_bins: int = NUM_BINS) -> dict[str, tuple[Tensor, bool]]:
+def augmentation_space() -> dict[str, tuple[Tensor, bool]]:
     """TrivialAugmentWide's ops -> (magnitude bins, signed), exactly as torchvision defines them."""
     return {
         "Identity": (torch.tensor(0.0), False),
-        "ShearX": (torch.linspace(0.0, 0.99, num_bins), True),
-        "ShearY": (torch.linspace(0.0, 0.99, num_bins), True),
-        "TranslateX": (torch.linspace(0.0, 32.0, num_bins), True),
-        "TranslateY": (torch.linspace(0.0, 32.0, num_bins), True),
-        "Rotate": (torch.linspace(0.0, 135.0, num_bins), True),
-        "Brightness": (torch.linspace(0.0, 0.99, num_bins), True),
-        "Color": (torch.linspace(0.0, 0.99, num_bins), True),
-        "Contrast": (torch.linspace(0.0, 0.99, num_bins), True),
-        "Sharpness": (torch.linspace(0.0, 0.99, num_bins), True),
-        "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 6)).round().int(), False),
-        "Solarize": (torch.linspace(255.0, 0.0, num_bins), False),
+        "ShearX": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "ShearY": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "TranslateX": (torch.linspace(0.0, 32.0, NUM_BINS), True),
+        "TranslateY": (torch.linspace(0.0, 32.0, NUM_BINS), True),
+        "Rotate": (torch.linspace(0.0, 135.0, NUM_BINS), True),
+        "Brightness": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "Color": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "Contrast": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "Sharpness": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "Posterize": (8 - (torch.arange(NUM_BINS) / ((NUM_BINS - 1) / 6)).round().int(), False),
+        "Solarize": (torch.linspace(255.0, 0.0, NUM_BINS), False),
         "AutoContrast": (torch.tensor(0.0), False),
         "Equalize": (torch.tensor(0.0), False),
     }
@@ -60,27 +56,10 @@ def _per_image(magnitude: float | Tensor, n: int) -> Tensor:
 # ---------------------------------------------------------------- geometric ops (grid_sample)
 
 
-def _inverse_affine(
-    angle: Tensor, shear_x: Tensor, shear_y: Tensor, tx: Tensor, ty: Tensor, cx: float, cy: float
-) -> Tensor:
-    """torchvision's ``_get_inverse_affine_matrix`` (scale 1) per image, angles in degrees.
-    All inputs float64 (n,); returns float64 (n, 2, 3)."""
-    rot, sx, sy = (torch.deg2rad(a) for a in (angle, shear_x, shear_y))
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
-    c = torch.sin(rot - sy) / torch.cos(sy)
-    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
-    m0, m1, m3, m4 = d, -b, -c, a
-    m2 = (m0 * (-cx - tx) + m1 * (-cy - ty)) + cx
-    m5 = (m3 * (-cx - tx) + m4 * (-cy - ty)) + cy
-    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3)
-
-
 def _warp(images: Tensor, theta: Tensor) -> Tensor:
-    """Nearest-neighbour warp with zero fill, as torchvision's ``_gen_affine_grid`` +
-    ``grid_sample``. images uint8 (n, C, H, W), theta float64 (n, 2, 3) -> uint8 (n, C, H, W).
-    The grid is built elementwise (no matmul, so TF32 settings cannot move it), in the rounding
-    order that reproduces the CPU ``bmm`` of torchvision bit for bit."""
+    """Nearest-neighbour warp with zero fill, as torchvision's ``_gen_affine_grid`` + ``grid_sample``:
+    images uint8 (n, C, H, W), theta float64 (n, 2, 3) -> uint8 (n, C, H, W). The grid is built
+    elementwise (no matmul for TF32 to move) in the rounding order of torchvision's CPU ``bmm``."""
     n, _, h, w = images.shape
     dev = images.device
     xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, 1, w)
@@ -97,47 +76,57 @@ def _warp(images: Tensor, theta: Tensor) -> Tensor:
 
 def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
     """Warp by per-image angle / shear_x / shear_y (degrees) and tx / ty (pixels), float64 (n,),
-    about the image centre, or with ``corner`` about the top-left corner (torchvision's shears)."""
+    about the image centre, or with ``corner`` about the top-left corner (torchvision's shears),
+    through torchvision's ``_get_inverse_affine_matrix`` (scale 1)."""
     n, _, h, w = images.shape
     zero = torch.zeros(n, dtype=torch.float64)
-    args = [params.get(k, zero) for k in ("angle", "shear_x", "shear_y", "tx", "ty")]
-    center = (-0.5 * w, -0.5 * h) if corner else (0.0, 0.0)  # relative to the image centre
-    return _warp(images, _inverse_affine(*args, *center))
+    rot, sx, sy = (torch.deg2rad(params.get(k, zero)) for k in ("angle", "shear_x", "shear_y"))
+    tx, ty = params.get("tx", zero), params.get("ty", zero)
+    cx, cy = (-0.5 * w, -0.5 * h) if corner else (0.0, 0.0)  # relative to the image centre
+    a = torch.cos(rot - sy) / torch.cos(sy)
+    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
+    c = torch.sin(rot - sy) / torch.cos(sy)
+    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
+    m0, m1, m3, m4 = d, -b, -c, a
+    m2 = (m0 * (-cx - tx) + m1 * (-cy - ty)) + cx
+    m5 = (m3 * (-cx - tx) + m4 * (-cy - ty)) + cy
+    return _warp(images, torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3))
 
 
 def shear_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """ShearX by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
-    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, images.shape[0])))
+    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, len(images))))
     return _affine(images, corner=True, shear_x=degrees)
 
 
 def shear_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """ShearY by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
-    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, images.shape[0])))
+    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, len(images))))
     return _affine(images, corner=True, shear_y=degrees)
 
 
 def translate_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Shift right by ``int(magnitude)`` pixels (truncated toward 0). uint8 (n, C, H, W)."""
-    return _affine(images, tx=torch.trunc(_per_image(magnitude, images.shape[0])))
+    return _affine(images, tx=torch.trunc(_per_image(magnitude, len(images))))
 
 
 def translate_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Shift down by ``int(magnitude)`` pixels (truncated toward 0). uint8 (n, C, H, W)."""
-    return _affine(images, ty=torch.trunc(_per_image(magnitude, images.shape[0])))
+    return _affine(images, ty=torch.trunc(_per_image(magnitude, len(images))))
 
 
 def rotate(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Rotate counter-clockwise by ``magnitude`` degrees about the centre. uint8 (n, C, H, W)."""
-    return _affine(images, angle=-_per_image(magnitude, images.shape[0]))
+    return _affine(images, angle=-_per_image(magnitude, len(images)))
 
 
 # ---------------------------------------------------------------- colour ops
 
 
-def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    """``factor * images + (1 - factor) * other`` in float32, clamped and truncated to uint8,
-    as torchvision's ``_blend``. images uint8 (n, C, H, W), other broadcastable, factor float64 (n,)."""
+def _blend(images: Tensor, other: Tensor, magnitude: float | Tensor) -> Tensor:
+    """torchvision's ``_blend`` with factor ``1 + magnitude``: ``factor * images + (1 - factor) *
+    other`` in float32, clamped and truncated to uint8. images uint8 (n, C, H, W), other broadcastable."""
+    factor = 1.0 + _per_image(magnitude, len(images))
     ratio = factor.float().view(-1, 1, 1, 1).to(images.device)
     rest = (1.0 - factor).float().view(-1, 1, 1, 1).to(images.device)
     return (ratio * images + rest * other).clamp_(0, 255).to(torch.uint8)
@@ -151,18 +140,18 @@ def _grayscale(images: Tensor) -> Tensor:
 
 def brightness(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Scale brightness by ``1 + magnitude`` (blend with black). uint8 (n, C, H, W) -> same."""
-    return _blend(images, torch.zeros_like(images), 1.0 + _per_image(magnitude, images.shape[0]))
+    return _blend(images, torch.zeros_like(images), magnitude)
 
 
 def color(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Scale saturation by ``1 + magnitude`` (blend with the grey image). uint8 (n, 3, H, W)."""
-    return _blend(images, _grayscale(images), 1.0 + _per_image(magnitude, images.shape[0]))
+    return _blend(images, _grayscale(images), magnitude)
 
 
 def contrast(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Scale contrast by ``1 + magnitude`` (blend with the mean grey level). uint8 (n, 3, H, W)."""
     mean = _grayscale(images).float().mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean, 1.0 + _per_image(magnitude, images.shape[0]))
+    return _blend(images, mean, magnitude)
 
 
 def sharpness(images: Tensor, magnitude: float | Tensor) -> Tensor:
@@ -173,19 +162,19 @@ def sharpness(images: Tensor, magnitude: float | Tensor) -> Tensor:
     smooth = F.conv2d(images.float(), kernel.expand(c, 1, 3, 3), groups=c).round_()
     degenerate = images.clone()
     degenerate[..., 1:-1, 1:-1] = smooth.to(torch.uint8)
-    return _blend(images, degenerate, 1.0 + _per_image(magnitude, images.shape[0]))
+    return _blend(images, degenerate, magnitude)
 
 
 def posterize(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Keep the top ``int(magnitude)`` bits of every channel. uint8 (n, C, H, W) -> same."""
-    bits = _per_image(magnitude, images.shape[0]).long()
+    bits = _per_image(magnitude, len(images)).long()
     mask = (256 - 2 ** (8 - bits)).to(device=images.device, dtype=torch.uint8)
     return images & mask.view(-1, 1, 1, 1)
 
 
 def solarize(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Invert every value >= ``magnitude`` (a threshold in 0..255). uint8 (n, C, H, W)."""
-    threshold = _per_image(magnitude, images.shape[0]).float().view(-1, 1, 1, 1)
+    threshold = _per_image(magnitude, len(images)).float().view(-1, 1, 1, 1)
     return torch.where(images >= threshold.to(images.device), 255 - images, images)
 
 

@@ -1,9 +1,9 @@
-"""Data-parallel training with ``torchrun``: process-group setup, model wrapping, reductions.
+"""Data-parallel training with ``torchrun``: the process group, the model wrapper, reductions.
 
 ``torchrun --nproc_per_node=N -m vitlib.train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; each
-process then trains on its shard of every batch (``DeviceLoader(rank=, world_size=)``) and
-DistributedDataParallel averages the gradients, so all ranks hold identical weights. Only rank 0
-writes metrics and checkpoints. Without torchrun everything here is a no-op (world size 1).
+process then trains on its share of every global batch (``DeviceLoader(rank=, world_size=)``) and
+DistributedDataParallel averages the gradients, so all processes hold identical weights. Only
+rank 0 writes files. Without torchrun everything here is a no-op (world size 1).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from torch.nn.parallel import DistributedDataParallel
 class DistInfo:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -30,19 +29,17 @@ class DistInfo:
 
 
 def setup(device: torch.device) -> DistInfo:
-    """Join the process group if launched by torchrun (nccl on CUDA, gloo on CPU).
-
-    On CUDA each process uses GPU ``LOCAL_RANK``; ``device`` is returned unchanged otherwise."""
+    """Join the process group if launched by torchrun (nccl on CUDA, gloo on CPU); on CUDA each
+    process takes GPU ``LOCAL_RANK``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return DistInfo(0, 1, 0, device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        return DistInfo(0, 1, device)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, local_rank, device)
+    return DistInfo(int(os.environ["RANK"]), world_size, device)
 
 
 def cleanup() -> None:
@@ -52,50 +49,40 @@ def cleanup() -> None:
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """``model`` in DistributedDataParallel when world size > 1, else ``model`` itself.
+    """``model`` in DistributedDataParallel when there are several processes, else itself.
 
-    On CUDA, BatchNorm layers (the small model's stem) become SyncBatchNorm in place, keeping
-    their parameters and buffers, so they normalise over the global batch as one process would.
-    SyncBatchNorm has no CPU kernel: CPU ranks normalise over their own share of the batch."""
+    On CUDA, BatchNorm (the small model's stem) becomes SyncBatchNorm, which normalises over the
+    global batch as one process would; it has no CPU kernel, so CPU processes normalise over
+    their own share."""
     if info.world_size == 1:
         return model
     if info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     match_conv_grad_layout(model)
-    device_ids = [info.device.index] if info.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    on_cuda = info.device.type == "cuda"
+    return DistributedDataParallel(model, device_ids=[info.device.index] if on_cuda else None)
 
 
 def match_conv_grad_layout(model: nn.Module) -> None:
-    """Give the gradient of every conv weight the parameter's strides.
+    """Give every conv weight's gradient its parameter's strides, as DDP's gradient buckets have.
 
-    A gradient may differ from its parameter in the stride of a size-1 dimension: PyTorch's CPU
-    depthwise convolution returns ``(k*k, 1, k, 1)`` for a ``(C, 1, k, k)`` weight of strides
-    ``(k*k, k*k, k, 1)``, and a 1x1 weight kept channels-last (``--channels_last``) gets its
-    gradient in the standard layout. Both count as contiguous, but DDP's gradient buckets have
-    the parameter's strides, and DDP warned ``Grad strides do not match bucket view strides`` on
-    every step. A hook copies each such gradient into the parameter's layout before DDP sees it
-    (a comparison of strides when they already match)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            weight = module.weight
-            weight.register_hook(
-                lambda grad, weight=weight: (
-                    grad
-                    if grad.stride() == weight.stride()
-                    else torch.empty_like(weight).copy_(grad)
-                )
-            )
+    A CPU depthwise convolution returns ``(k*k, 1, k, 1)`` strides for a ``(C, 1, k, k)`` weight
+    of strides ``(k*k, k*k, k, 1)``, and a channels-last 1x1 weight gets a standard-layout
+    gradient: the same memory, another stride on a size-1 dimension, and DDP warned "Grad strides
+    do not match bucket view strides" on every step. The hook copies such a gradient."""
+    for weight in (m.weight for m in model.modules() if isinstance(m, nn.Conv2d)):
+        weight.register_hook(lambda grad, weight=weight: grad if grad.stride() == weight.stride()
+                             else torch.empty_like(weight).copy_(grad))  # fmt: skip
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks in place (no-op in a single process); returns it."""
+    """Sum ``tensor`` over all processes in place (nothing to do in a single one); returns it."""
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
+    """Wait for every process (nothing to do in a single one)."""
     if dist.is_initialized():
         dist.barrier()

@@ -1,4 +1,4 @@
-"""RelViT: the Vision Transformer of the seed project, its config, and the model registry.
+"""RelViT: the seed's Vision Transformer, its config, and the model registry (``MODELS``).
 
     image (B, 3, 32, 32), values in [0, 1]
       -> PatchStem: 3x3 conv, GELU, 2x2 stride-2 conv         (B, 256, 16, 16)
@@ -6,14 +6,10 @@
       -> tokens                                               (B, 256 tokens, 256 channels)
       -> 8 x Block:  x = x + gamma_attn * Attention(LayerNorm(x))   (pre-LN)
                      x = x + gamma_mlp  * MLP(LayerNorm(x))   (scalar gammas, start at 0)
-      -> LayerNorm, GELU, mean over tokens, dropout 0.3, Linear -> logits (B, 10)
-         (no class token: the head reads the average of all tokens)
-
-The small CPU model (``vit_cifar10_small``) replaces the stem with ``StridedConvStem`` (3x3
-convolutions with stride 2 and BatchNorm, down to an 8x8 grid); its blocks are the same.
+      -> LayerNorm, GELU, mean over tokens (no class token), dropout 0.3, Linear -> (B, 10)
 
 Every LayerNorm normalises the channels of one token (the seed's "channel LayerNorm" on the
-map is the same computation), and the MLP's 1x1 convolutions are per-token linear layers.
+map is the same computation). The small CPU model (``vit_cifar10_small``) is in ``MODELS``.
 """
 
 from __future__ import annotations
@@ -31,6 +27,14 @@ from .patching import PatchStem, StridedConvStem, check_patch_size, check_power_
 from .resnet import ResNet, ResNetConfig
 
 STEMS = {"patch": PatchStem, "conv": StridedConvStem}
+# ModelConfig's checks: fields -> (test of each value, what the test asks for).
+FIELD_CHECKS = {
+    "image_size in_channels stem_channels dim depth head_channels mlp_ratio num_classes":
+        (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    "dropout head_dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "relative_position absolute_position": (lambda v: isinstance(v, bool), "True or False"),
+    "gain_init": (lambda v: isinstance(v, (int, float)) and math.isfinite(v), "a finite number"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,29 +60,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_patch_size(self.image_size, self.patch_size)
-        for name in (
-            "image_size",
-            "in_channels",
-            "stem_channels",
-            "dim",
-            "depth",
-            "head_channels",
-            "mlp_ratio",
-            "num_classes",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for names, (ok, what) in FIELD_CHECKS.items():
+            for name in names.split():
+                if not ok(value := getattr(self, name)):
+                    raise ValueError(f"{name} must be {what}, got {value!r}")
         check_attention(self.dim, self.head_channels, self.attention, self.projection)
-        for name in ("dropout", "head_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        for name in ("relative_position", "absolute_position"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not isinstance(self.gain_init, (int, float)) or not math.isfinite(self.gain_init):
-            raise ValueError(f"gain_init must be a finite number, got {self.gain_init!r}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}: choose one of {list(STEMS)}")
         if self.stem == "conv":
@@ -86,8 +72,7 @@ class ModelConfig:
 
     @property
     def grid(self) -> tuple[int, int]:
-        side = self.image_size // self.patch_size
-        return side, side
+        return self.image_size // self.patch_size, self.image_size // self.patch_size  # (H/p, W/p)
 
     @property
     def heads(self) -> int:
@@ -95,7 +80,7 @@ class ModelConfig:
 
 
 class MLP(nn.Module):
-    """Per-token feed-forward: ``(B, N, C) -> (B, N, mlp_ratio*C) -> GELU -> (B, N, C)``."""
+    """Per-token MLP (seed: 1x1 convs): ``(B, N, C) -> (B, N, hidden) -> GELU -> (B, N, C)``."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -108,14 +93,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Two pre-LN residual branches ``x + gamma * f(LayerNorm(x))``; with ``gamma = 0`` the block
-    is the identity.
-
-    Each ``gamma`` is one learned scalar per branch, initialised to 0: ReZero's gain (Bachlechner
-    et al. 2020, https://arxiv.org/abs/2003.04887), which also drops the LayerNorm, kept here
-    with it; CaiT's LayerScale (Touvron et al. 2021, https://arxiv.org/abs/2103.17239) uses a
-    per-channel vector initialised small but nonzero instead.
-    """
+    """Two pre-LN residual branches ``x + gamma * f(LayerNorm(x))``, each ``gamma`` one learned
+    scalar starting at 0, so the block starts as the identity: ReZero's gain (Bachlechner et
+    al. 2020, https://arxiv.org/abs/2003.04887), which drops the LayerNorm that is kept here."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -138,20 +118,16 @@ class Block(nn.Module):
 
 
 class RelViT(nn.Module):
-    """The seed's Vision Transformer. ``forward``: ``(B, 3, H, W)`` in ``[0, 1]`` -> logits ``(B, classes)``."""
+    """The seed's ViT: images ``(B, 3, H, W)`` in [0, 1] -> logits ``(B, classes)``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        height, width = config.grid
         self.stem = STEMS[config.stem](
             config.in_channels, config.stem_channels, config.dim, config.patch_size
         )
-        self.pos_embedding = (
-            nn.Parameter(torch.zeros(config.dim, height, width))
-            if config.absolute_position
-            else None
-        )
+        shape = (config.dim, *config.grid)  # one learned vector per grid position
+        self.pos_embedding = nn.Parameter(torch.zeros(shape)) if config.absolute_position else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
         self.act = nn.GELU()
@@ -179,21 +155,19 @@ class RelViT(nn.Module):
             nn.init.constant_(block.gamma_mlp, self.config.gain_init)
 
     def check_input(self, images: torch.Tensor) -> None:
-        """Raise a ``ValueError`` naming the problem unless ``images`` is ``(B, C, H, W)`` as configured."""
-        c, s = self.config.in_channels, self.config.image_size
+        """A ``ValueError`` names the problem unless images are ``(B, C, S, S)`` as configured."""
+        c, s, shape = self.config.in_channels, self.config.image_size, tuple(images.shape)
         if images.ndim != 4:
             raise ValueError(
-                f"expected a batch of images (B, {c}, {s}, {s}), got a {images.ndim}-D tensor of shape "
-                f"{tuple(images.shape)}; add a batch dimension with images.unsqueeze(0)"
+                f"expected a batch of images (B, {c}, {s}, {s}), got a {images.ndim}-D tensor of "
+                f"shape {shape}; add a batch dimension with images.unsqueeze(0)"
             )
-        if images.shape[1] != c:
+        if shape[1] != c:
+            raise ValueError(f"expected {c} input channels, got {shape[1]} (shape {shape})")
+        if shape[-2:] != (s, s):
             raise ValueError(
-                f"expected {c} input channels, got {images.shape[1]} (shape {tuple(images.shape)})"
-            )
-        if tuple(images.shape[-2:]) != (s, s):
-            raise ValueError(
-                f"this model is built for {s}x{s} images, got {images.shape[-2]}x{images.shape[-1]}; "
-                f"resize the images or create the model with image_size={images.shape[-1]}"
+                f"this model is built for {s}x{s} images, got {shape[-2]}x{shape[-1]}; "
+                f"resize the images or create the model with image_size={shape[-1]}"
             )
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -213,7 +187,7 @@ class RelViT(nn.Module):
         return self.head(self.head_dropout(x))  # (B, classes)
 
     def set_attention(self, form: str) -> RelViT:
-        """Switch every attention layer to ``"fused"`` or ``"teaching"`` in place (weights unchanged)."""
+        """Switch all attention layers to ``"fused"`` or ``"teaching"`` in place (same weights)."""
         self.config = dataclasses.replace(self.config, attention=form)  # checks the form
         for block in self.blocks:
             block.attn.form = form
@@ -222,33 +196,19 @@ class RelViT(nn.Module):
 
 # The model registry: name -> (model class, config class, keyword arguments of the config).
 MODELS: dict[str, tuple[type[nn.Module], type, dict]] = {
-    # The model of the reference run (RECIPE.md): 6,482,138 parameters.
+    # The seed's model, trained to 96.80% by the reference run (RECIPE.md): 6,482,138 parameters.
     "vit_cifar10_patch2_input32": (RelViT, ModelConfig, {}),
-    # Same family, built to learn in minutes on a CPU: 64 tokens of width 128 after a strided
-    # convolutional stem (32x32x32 -> 64x16x16 -> 128x8x8), 4 blocks with 4 heads, MLP ratio 2,
-    # one depthwise 3x3 shared by the q/k/v projections (inspired by CvT; see vitlib.attention
-    # for how it differs). Each choice was measured against the seed-style small model (patch
-    # stem, 6 blocks, ratio 4) in planned 2.5-minute runs on 2 CPU cores, one change per row of
-    # bench/RESULTS.md ("cpu-quick design", test accuracy): conv stem 55.2% vs 47.8% (both 6
-    # blocks), 4 blocks instead of 6 58.5%, then MLP ratio 2 60.0% (faster per image), then no
-    # head dropout 62.6%.
-    "vit_cifar10_small": (
-        RelViT,
-        ModelConfig,
-        {
-            "patch_size": 4,
-            "stem": "conv",
-            "stem_channels": 32,
-            "dim": 128,
-            "depth": 4,
-            "mlp_ratio": 2,
-            "head_dropout": 0.0,
-            "projection": "depthwise",
-        },
-    ),
+    # Learns in minutes on a CPU. Each change from a seed-style small model (patch stem, 6 blocks,
+    # MLP ratio 4) won a 2.5-minute run on 2 CPU cores in test accuracy (bench/RESULTS.md,
+    # "cpu-quick design"): conv stem 55.2% vs 47.8% (32x32x32 -> 64x16x16 -> 128x8x8: 64 tokens
+    # of width 128), then 4 blocks 58.5%, MLP ratio 2 60.0%, no head dropout 62.6%.
+    "vit_cifar10_small": (RelViT, ModelConfig, {
+        "patch_size": 4, "stem": "conv", "dim": 128, "depth": 4, "mlp_ratio": 2,
+        "head_dropout": 0.0, "projection": "depthwise",
+    }),
     # The CNN baseline of notebook 07: ResNet-20 for CIFAR (He et al. 2016), 0.27M parameters.
     "resnet20_cifar10": (ResNet, ResNetConfig, {"depth": 20}),
-}
+}  # fmt: skip
 
 
 def list_models() -> list[str]:
@@ -257,23 +217,19 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str, **overrides) -> ModelConfig | ResNetConfig:
-    """The config of model ``name`` with ``overrides`` (its fields) replacing the registry's
-    values; a ``ValueError`` names an unknown model or option, or a bad value."""
+    """The config of model ``name``, its fields ``overrides`` replacing the registry's values;
+    a ``ValueError`` names an unknown model or option, or a bad value."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {list_models()}")
     _, config_class, defaults = MODELS[name]
     fields = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
+    if unknown := sorted(set(overrides) - fields):
         raise ValueError(f"unknown model option(s) {unknown}: valid options are {sorted(fields)}")
     return config_class(**{**defaults, **overrides})
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    """Build a registered model, e.g. ``create_model("vit_cifar10_patch2_input32", attention="teaching")``.
-
-    ``overrides`` are fields of the model's config (:class:`ModelConfig` for the Vision
-    Transformers) that replace the registry's values.
-    """
+    """Build a registered model with :func:`model_config`'s overrides, e.g.
+    ``create_model("vit_cifar10_patch2_input32", attention="teaching")``."""
     config = model_config(name, **overrides)
     return MODELS[name][0](config)

@@ -1,16 +1,13 @@
 """Images become sequences of patches, and back.
 
 A ``(B, C, H, W)`` image cut into ``p x p`` patches is a grid of ``(H/p) x (W/p)`` patches;
-read row by row it is a sequence of ``N = HW/p^2`` tokens, each holding ``p*p*C`` numbers.
-On CIFAR-10 with ``p = 2`` that is ``16 x 16 = 256`` tokens of ``2*2*3 = 12`` values.
+read row by row it is a sequence of ``N = HW/p^2`` tokens of ``p*p*C`` numbers each. On CIFAR-10
+with ``p = 2`` that is ``16 x 16 = 256`` tokens of ``2*2*3 = 12`` values.
 
-The model does not embed raw patches with a linear layer; its patch stem
-(:class:`PatchStem`) first mixes each pixel with its 3x3 neighbourhood and then embeds every
-``p x p`` patch with a convolution whose kernel and stride are both ``p``. Such a strided
-convolution *is* a linear layer applied to each patch (``tests/test_patching.py`` proves it).
-
-:class:`StridedConvStem` reaches the same ``(dim, H/p, W/p)`` map through a stack of stride-2
-3x3 convolutions instead (the small CPU model uses it: it learns faster in short runs).
+The model embeds patches with a convolution whose kernel and stride are both ``p``: a linear
+layer applied to each patch (``tests/test_patching.py`` proves it). :class:`PatchStem` first
+mixes each pixel with its 3x3 neighbourhood; :class:`StridedConvStem` reaches the same
+``(dim, H/p, W/p)`` map through stride-2 3x3 convolutions instead.
 """
 
 from __future__ import annotations
@@ -30,8 +27,7 @@ def check_patch_size(image_size: int, patch_size: int) -> None:
 
 
 def check_power_of_two(patch_size: int) -> None:
-    """Raise a clear ``ValueError`` unless ``patch_size`` is a power of two, as
-    :class:`StridedConvStem` needs (it halves the grid ``log2(p)`` times)."""
+    """Raise a ``ValueError`` unless ``patch_size`` is a power of two, as StridedConvStem needs."""
     if patch_size < 1 or patch_size & (patch_size - 1):
         raise ValueError(
             f"a strided convolutional stem halves the grid log2(patch_size) times: patch_size "
@@ -40,11 +36,8 @@ def check_power_of_two(patch_size: int) -> None:
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Cut images into a row-major sequence of flattened patches.
-
-    images: ``(B, C, H, W)`` -> patches: ``(B, N, p*p*C)`` with ``N = (H/p) * (W/p)``.
-    Within a patch the values are ordered ``(row, column, channel)``.
-    """
+    """images ``(B, C, H, W)`` -> row-major patches ``(B, N, p*p*C)``, ``N = (H/p) * (W/p)``,
+    each flattened in ``(row, column, channel)`` order."""
     if images.ndim != 4:
         raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
     for size in images.shape[-2:]:
@@ -53,37 +46,24 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`patchify`.
-
-    patches: ``(B, N, p*p*C)`` with ``N = grid[0] * grid[1]`` -> images ``(B, C, H, W)``.
-    """
+    """Inverse of :func:`patchify`: patches ``(B, H/p * W/p, p*p*C)`` -> images ``(B, C, H, W)``,
+    where ``grid = (H/p, W/p)``."""
     height, width = grid
     if patches.ndim != 3 or patches.shape[1] != height * width:
         raise ValueError(
             f"expected patches of shape (B, {height * width}, p*p*C) for a {height}x{width} "
             f"grid, got {tuple(patches.shape)}"
         )
-    return rearrange(
-        patches,
-        "b (h w) (p1 p2 c) -> b c (h p1) (w p2)",
-        h=height,
-        w=width,
-        p1=patch_size,
-        p2=patch_size,
-    )
+    pattern = "b (h w) (p1 p2 c) -> b c (h p1) (w p2)"
+    return rearrange(patches, pattern, h=height, w=width, p1=patch_size, p2=patch_size)
 
 
 class PatchStem(nn.Module):
-    """The patch stem of the reference model (``ModelConfig(stem="patch")``): it embeds
-    non-overlapping ``p x p`` patches.
-
-    ``(B, 3, H, W)`` -> 3x3 conv to ``stem_channels`` -> GELU -> ``p x p`` conv with stride
-    ``p`` to ``dim`` -> ``(B, dim, H/p, W/p)``.
-    """
+    """The seed's stem (``stem="patch"``): ``(B, 3, H, W)`` -> 3x3 conv -> GELU -> ``p x p`` conv
+    with stride ``p``, one embedding per patch -> ``(B, dim, H/p, W/p)``."""
 
     def __init__(self, in_channels: int, stem_channels: int, dim: int, patch_size: int):
         super().__init__()
-        self.patch_size = patch_size
         self.conv = nn.Conv2d(in_channels, stem_channels, kernel_size=3, padding=1)
         self.act = nn.GELU()
         self.patch_embed = nn.Conv2d(stem_channels, dim, kernel_size=patch_size, stride=patch_size)
@@ -93,19 +73,16 @@ class PatchStem(nn.Module):
 
 
 class StridedConvStem(nn.Module):
-    """A convolutional stem: overlapping stride-2 convolutions instead of one patch convolution
-    (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
-
-    ``(B, 3, H, W)`` -> 3x3 conv to ``stem_channels``, BatchNorm, GELU -> ``log2(p)`` times a
-    3x3 stride-2 conv that doubles the channels, BatchNorm, GELU -> 1x1 conv to ``dim``
-    -> ``(B, dim, H/p, W/p)``. Each stride-2 convolution halves the grid, so ``p`` must be a power
-    of two. With ``p = 4`` and 32 stem channels: 32x32x32 -> 64x16x16 -> 128x8x8 -> dim x 8 x 8.
+    """Overlapping stride-2 convolutions instead of one patch convolution (Xiao et al. 2021,
+    "Early Convolutions Help Transformers See Better"), each with BatchNorm and GELU:
+    ``(B, 3, H, W)`` -> 3x3 conv to ``stem_channels`` -> ``log2(p)`` times a 3x3 stride-2 conv
+    doubling the channels -> 1x1 conv to ``dim`` -> ``(B, dim, H/p, W/p)``. With ``p = 4`` and 32
+    stem channels: 32x32x32 -> 64x16x16 -> 128x8x8 -> dim x 8 x 8.
     """
 
     def __init__(self, in_channels: int, stem_channels: int, dim: int, patch_size: int):
         super().__init__()
         check_power_of_two(patch_size)
-        self.patch_size = patch_size
         widths = [stem_channels << i for i in range(patch_size.bit_length())]  # 32, 64, 128 (p=4)
         strides = [1] + [2] * (len(widths) - 1)
         layers: list[nn.Module] = []

@@ -1,20 +1,16 @@
 """Relative position bias: a learned number per head for every 2-D offset between tokens.
 
 On an ``H x W`` grid the offset from a query at ``(y_q, x_q)`` to a key at ``(y_k, x_k)`` is
-``(dy, dx) = (y_k - y_q, x_k - x_q)`` with ``dy`` in ``[-(H-1), H-1]`` and ``dx`` in
-``[-(W-1), W-1]``: there are ``(2H-1)(2W-1)`` distinct offsets. Each head learns one number per
-offset (a table of ``(2H-1)(2W-1)`` entries) and the ``N x N`` bias matrix (``N = HW``) is
-*gathered* from that table with an index matrix computed once:
+``(dy, dx) = (y_k - y_q, x_k - x_q)``, ``dy`` in ``[-(H-1), H-1]``, ``dx`` in ``[-(W-1), W-1]``:
+``(2H-1)(2W-1)`` offsets. Each head learns a table of one number per offset, and the ``N x N``
+bias (``N = HW``) is gathered from it with an index matrix computed once:
 
-    index[q, k] = (dy + H - 1) * (2W - 1) + (dx + W - 1)
+    index[q, k] = (dy + H - 1) * (2W - 1) + (dx + W - 1),     bias[h, q, k] = table[h, index[q, k]]
 
-so that ``bias[h, q, k] = table[h, index[q, k]]`` depends only on the offset, not on where the
-pair sits in the image: the bias is translation-invariant, as a convolution's weights are. The
-seed wrote the same matrix transposed (keys first); see :mod:`vitlib.attention`.
-
-Relative positions in attention go back to Shaw et al. 2018 (https://arxiv.org/abs/1803.02155);
-a learned 2-D table gathered by such an index is the relative position bias of the Swin
-Transformer (Liu et al. 2021, https://arxiv.org/abs/2103.14030).
+The bias depends only on the offset, not on where the pair sits: it is translation-invariant,
+like a convolution's weights. The seed wrote the same matrix transposed (keys first). Relative
+positions in attention go back to Shaw et al. 2018 (https://arxiv.org/abs/1803.02155); a learned
+2-D table is the Swin Transformer's (Liu et al. 2021, https://arxiv.org/abs/2103.14030).
 """
 
 from __future__ import annotations
@@ -24,11 +20,8 @@ from torch import nn
 
 
 def relative_position_index(height: int, width: int) -> torch.Tensor:
-    """Index of every (query, key) offset in the bias table.
-
-    Returns a ``(H*W, H*W)`` long tensor with values in ``[0, (2H-1)(2W-1))``; tokens are
-    numbered row-major (``token = y * W + x``).
-    """
+    """``index[q, k]``, the table entry of the offset from query to key: ``(H*W, H*W)`` long
+    values in ``[0, (2H-1)(2W-1))``, tokens numbered row-major (``token = y * W + x``)."""
     if height < 1 or width < 1:
         raise ValueError(f"grid must be at least 1x1, got {height}x{width}")
     y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -61,8 +54,6 @@ class RelativePositionBias(nn.Module):
 
 
 def offset_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """View one head's flat table ``((2H-1)(2W-1),)`` as a ``(2H-1, 2W-1)`` image of offsets.
-
-    Row ``dy + H - 1``, column ``dx + W - 1``: the centre is the zero offset.
-    """
+    """One head's flat table ``((2H-1)(2W-1),)`` as a ``(2H-1, 2W-1)`` image of offsets: row
+    ``dy + H - 1``, column ``dx + W - 1``, so the centre is the zero offset."""
     return table.reshape(2 * height - 1, 2 * width - 1)

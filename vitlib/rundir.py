@@ -52,7 +52,6 @@ class Progress:
     history: list = dataclasses.field(default_factory=list)  # one dict per finished epoch
 
 
-
 class TrainingError(RuntimeError):
     """A run that cannot start or continue (busy run directory, non-finite loss, full disk)."""
 
@@ -98,6 +97,7 @@ class RunLock:
         return self
 
     def _owner(self) -> str:
+        """``"pid host"`` of the process that holds (or, dead, held) the lock; "" if none."""
         try:
             return self.path.read_text(errors="replace").strip()
         except OSError:  # Windows refuses reads of a locked file
@@ -148,22 +148,16 @@ def write_config(run_dir: Path, config: TrainConfig) -> None:
     write_atomic(run_dir / "config.json", text.encode())
 
 
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """(Re)write metrics.csv and metrics.jsonl from ``history`` (on start and on resume)."""
-    with open(run_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, METRIC_COLUMNS, restval="nan")
-        writer.writeheader()
-        writer.writerows(history)
-    with open(run_dir / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in history)
-
-
-def append_metrics(run_dir: Path, record: dict) -> None:
-    """Add one epoch's ``record`` to metrics.csv and metrics.jsonl."""
-    with open(run_dir / "metrics.csv", "a", newline="") as f:
-        csv.DictWriter(f, METRIC_COLUMNS, restval="nan").writerow(record)
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+def write_metrics(run_dir: Path, rows: list[dict], append: bool = False) -> None:
+    """metrics.csv and metrics.jsonl: (re)written from the history on start and resume, or
+    ``append``-ed one epoch's record at a time."""
+    with open(run_dir / "metrics.csv", "a" if append else "w", newline="") as f:
+        writer = csv.DictWriter(f, METRIC_COLUMNS, restval="nan")  # nan: no val_acc
+        if not append:
+            writer.writeheader()
+        writer.writerows(rows)
+    with open(run_dir / "metrics.jsonl", "a" if append else "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 # ---------------------------------------------------------------- checkpoints and resuming

@@ -1,27 +1,25 @@
 """Train a model on CIFAR-10: the whole run in one file, read top to bottom.
 
-    python -m vitlib.train --preset cpu-quick                       # minutes on a CPU
-    python -m vitlib.train --preset reference --datapath DIR        # RECIPE.md, 200 epochs
-    python -m vitlib.train --preset fast                            # modern GPU recipe
-    python -m vitlib.train --out runs/cpu-quick --resume            # continue a stopped run
+    python -m vitlib.train --preset cpu-quick                        # minutes on a CPU
+    python -m vitlib.train --preset reference --datapath DIR         # RECIPE.md, 200 epochs
+    python -m vitlib.train --out runs/cpu-quick --resume             # continue a stopped run
     python -m vitlib.train --out runs/cpu-quick --resume --epochs 20  # extend a finished run
-    torchrun --nproc_per_node=4 -m vitlib.train --preset fast       # data parallel
+    torchrun --nproc_per_node=4 -m vitlib.train --preset fast        # data parallel
 
-``train(config)`` is: set up (data, model, optimizer; restore ``last.pt`` when resuming), then
-``for epoch ... for batch ...`` with one optimizer step per batch (``train_step``), then at the
-end of every epoch an evaluation, a line of metrics and a checkpoint. The robustness lives in
-helpers named after what they guarantee: ``RunLock`` (one run per directory), ``StopSignal``
-(Ctrl-C / SIGTERM save a checkpoint after the step), ``save_checkpoint`` (atomic, verified by a
-sha256), ``check_memory``, ``CpuThreads`` (a fair share of a shared CPU).
+``train(config)``: set up (data, model, optimizer; ``last.pt`` when resuming), then ``for epoch
+... for batch ...`` one optimizer step per batch (``train_step``), and after every epoch an
+evaluation, a line of metrics and a checkpoint (``end_epoch``). What makes it robust lives in
+helpers named after what they guarantee: ``RunLock`` (one run per folder), ``StopSignal``
+(Ctrl-C / SIGTERM: a checkpoint after the step), ``rundir.save_last`` (atomic, verified by a
+sha256), ``hardware.check_memory``, ``CpuThreads`` (a fair share of a shared CPU).
 
-Randomness is stateless. The data order of an epoch is a permutation drawn from (seed, epoch);
-every other draw of a step (augmentation, the CutMix box, dropout) is seeded from (seed, epoch,
-batch, rank), and the learning rate is the pure function ``lr_at`` of the step. A run resumed at
-batch b of epoch e therefore starts right there: nothing is replayed, and ``--resume`` ends with
-the same weights as an uninterrupted run (bitwise on a CPU at a fixed thread count). With another
-number of processes a resumed run sees the same images in every global batch at the same
-learning rates; each share's augmentation draws, and BatchNorm's per-process statistics on a
-CPU, then differ, so the weights are close, not equal.
+Randomness is stateless: an epoch's data order is drawn from (seed, epoch), every other draw of
+a step (augmentation, CutMix, dropout) from (seed, epoch, batch, rank), and the learning rate is
+the pure function ``lr_at`` of the step. A run resumed at batch b of epoch e starts right there,
+nothing replayed, and ends with the weights of an uninterrupted run (bitwise on a CPU at a fixed
+thread count). Resumed on another number of processes, it sees the same images in every global
+batch at the same learning rates; each share's augmentation (and, on a CPU, BatchNorm's
+per-process statistics) differ, so the weights are close, not equal.
 """
 
 from __future__ import annotations
@@ -52,37 +50,31 @@ from .optim import create_optimizer
 from .rundir import Progress, RunLock, StopSignal, TrainingError
 from .schedule import lr_at
 
-__all__ = ["Progress", "Run", "TrainingError", "main", "train"]
-
 
 @dataclasses.dataclass
 class Run:
-    """Everything one run holds: its settings, its objects and its ``Progress``."""
+    """Everything one run holds: its settings, its objects and where it stands (``progress``)."""
 
     config: TrainConfig
-    info: distributed.DistInfo
+    info: distributed.DistInfo  # rank, number of processes, device
     loader: DeviceLoader  # this process's training batches
     eval_sets: dict  # "test" (and "val"): (uint8 images on the device, labels)
     model: nn.Module
-    forward: nn.Module  # the model as called in training: compiled and/or DDP-wrapped
+    forward: nn.Module  # the model as training calls it: compiled and/or DDP-wrapped
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # loss scaling, active with fp16 only
     ema: AveragedModel | None
     amp_dtype: torch.dtype | None  # autocast dtype, None for float32
     layout: torch.memory_format  # of conv weights and images: channels-last with --channels_last
     progress: Progress
-    stop: StopSignal  # Ctrl-C / SIGTERM ask for a checkpoint and a clean stop
+    stop: StopSignal
     clock: Callable[[], float]  # seconds
     clock_zero: float = 0.0  # the clock's reading when the run's elapsed time was 0
-    lr: float = 0.0  # the learning rate of the last step
+    lr: float = 0.0  # the learning rate of the latest step
 
     @property
     def run_dir(self) -> Path:
         return Path(self.config.out)
-
-    def elapsed(self) -> float:
-        """The run's wall time by this process's clock, start-up and earlier sessions included."""
-        return self.clock() - self.clock_zero
 
     @property
     def out_of_time(self) -> bool:
@@ -91,53 +83,47 @@ class Run:
         return bool(budget) and self.progress.elapsed_s >= 60 * budget
 
 
-Hook = Callable[..., None]
-
-
 def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter,
-          on_batch: Hook | None = None, on_epoch_end: Hook | None = None) -> dict:  # fmt: skip
+          on_batch: Callable | None = None, on_epoch_end: Callable | None = None) -> dict:  # fmt: skip
     """Train as ``config`` says. Returns the last epoch's metrics plus ``history`` (all epochs),
     ``run_dir`` and ``interrupted`` (the signal number that stopped the run, or 0).
 
-    ``clock``: seconds, read for ``--time_budget`` and the timings. ``on_batch(run, images,
-    labels)`` is called before every step with its batch, ``on_epoch_end(run, record)`` after
-    every epoch's checkpoint, on every process (a log, a plot, a test's probe)."""
+    ``clock``: seconds, for ``--time_budget`` and the timings. On every process,
+    ``on_batch(run, images, labels)`` runs before each step and ``on_epoch_end(run, record)``
+    after each epoch's checkpoint (a log, a plot, a test's probe)."""
     started = clock()  # a --time_budget counts the start-up
     validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     info = distributed.setup(hardware.resolve_device(config.device))
     try:
-        saved = rundir.load_resumable(config, info.is_main)  # before the lock creates the folder
+        saved = rundir.load_resumable(config, info.is_main)  # before the lock makes the folder
         with RunLock(config.out, config.resume, enabled=info.is_main), StopSignal() as stop:
             run = set_up(config, info, saved, stop, clock, started)
             threads = CpuThreads() if info.device.type == "cpu" and info.world_size == 1 else None
             bar = progress_bar(run)
             while epochs_left(run):
-                p, epoch_started, trained_s = run.progress, clock(), 0.0
+                p, epoch_started = run.progress, clock()
                 run.model.train()
                 run.loader.set_epoch(p.epoch, start_batch=p.batch)
                 for images, labels in run.loader:
-                    step_started = clock()
                     if on_batch:
                         on_batch(run, images, labels)
                     run.lr = lr_for_next_step(run)
                     loss, stopping, p.elapsed_s = train_step(run, images, labels)
                     count_loss(run, loss)
                     p.step, p.batch = p.step + 1, p.batch + 1
-                    trained_s += clock() - step_started
+                    bar.update(1)
                     if threads:
                         threads.update()  # as many threads as other processes leave cores
-                    bar.update(1)
                     if stopping or checkpoint_due(run):
                         rundir.save_last(run)
                     if stopping:
-                        report_stop(run)
-                        return result(run, bar)
+                        return stopped(run, bar)
                     if run.out_of_time:
                         break
-                record = end_epoch(run, clock() - epoch_started, trained_s)
+                record = end_epoch(run, epoch_started)
                 if on_epoch_end:
                     on_epoch_end(run, record)
-        distributed.barrier()  # every rank is done with its collectives before teardown
+        distributed.barrier()  # every process is done with its collectives before teardown
     finally:
         distributed.cleanup()
     return result(run, bar)
@@ -158,13 +144,12 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[fl
     if c.mix == "cutmix" and torch.rand((), generator=mix_rng).item() < c.mix_prob:
         images, targets, other_targets, lam = cutmix(images, labels, c.mix_alpha, mix_rng)
     with autocast(run.info.device, run.amp_dtype):
-        logits = run.forward(images.to(memory_format=run.layout))  # (B, classes)
-    logits = logits.float()
+        logits = run.forward(images.to(memory_format=run.layout)).float()  # (B, classes)
     loss = lam * F.cross_entropy(logits, targets, label_smoothing=c.label_smoothing)
     if lam < 1.0:
         loss = loss + (1 - lam) * F.cross_entropy(logits, other_targets,
                                                   label_smoothing=c.label_smoothing)  # fmt: skip
-    clock = run.elapsed() if run.info.is_main else 0.0
+    clock = run.clock() - run.clock_zero if run.info.is_main else 0.0
     shared = torch.stack([loss.detach(), *loss.new_tensor([run.stop.signum, clock])])
     loss_sum, stop_votes, main_clock = distributed.all_reduce_sum(shared).tolist()  # 1 host sync
     if math.isfinite(loss_sum):
@@ -180,24 +165,24 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[fl
     return loss_sum / run.info.world_size, stop_votes > 0, main_clock
 
 
-def end_epoch(run: Run, seconds: float, trained_s: float) -> dict:
+def end_epoch(run: Run, started: float) -> dict:
     """Evaluate, record the epoch's metrics, save ``last.pt`` (and ``best.pt`` when the selection
-    metric improved) and print one line; returns the record."""
+    metric improved) and print one line; returns the record. ``started``: the epoch's start."""
     c, p = run.config, run.progress
+    images_per_s = p.batch * c.batch_size / (run.clock() - started)  # a last epoch may be cut
     record = {"epoch": p.epoch + 1, "step": p.step,
               "train_loss": p.epoch_loss_sum / max(p.epoch_batches, 1)} | evaluate(run)  # fmt: skip
     selected = record[selection_metric(c.val_split)]
     p.best_acc = max(p.best_acc, selected)
-    record |= {"best_acc": p.best_acc, "lr": run.lr, "seconds": seconds,
-               "train_images_per_s": p.batch * c.batch_size / max(trained_s, 1e-9),
-               "skipped_steps": p.skipped}  # fmt: skip
+    record |= {"best_acc": p.best_acc, "lr": run.lr, "seconds": run.clock() - started,
+               "train_images_per_s": images_per_s, "skipped_steps": p.skipped}  # fmt: skip
     p.history.append(record)
     p.epoch, p.batch, p.epoch_loss_sum, p.epoch_batches = p.epoch + 1, 0, 0.0, 0
     if run.info.is_main:
         saved = rundir.save_last(run)
         if selected >= p.best_acc:
             rundir.save_best(run.run_dir, saved)
-        rundir.append_metrics(run.run_dir, record)
+        rundir.write_metrics(run.run_dir, [record], append=True)
         print(epoch_line(c, record), flush=True)
     return record
 
@@ -207,15 +192,14 @@ def end_epoch(run: Run, seconds: float, trained_s: float) -> dict:
 
 def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, stop: StopSignal,
            clock: Callable[[], float], started: float) -> Run:  # fmt: skip
-    """Data, model, optimizer, loss scaler and EMA, restored from ``saved`` when resuming (its
-    clock goes on from the time used). Writes config.json and the metric files, and prints what
-    the run is. ``saved``: the checkpoint to resume from; ``started``: the clock's reading when
-    ``train`` began."""
+    """Data, model, optimizer, loss scaler and EMA, restored from ``saved`` (a checkpoint) when
+    resuming: its clock goes on from the time it had used (``started``: the clock when ``train``
+    began). Writes config.json and the metric files and prints what the run is."""
     amp_dtype = hardware.autocast_dtype(config.precision, info.device)
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = create_model(config.model, **config.model_overrides)
-    per_rank_batch = config.batch_size // info.world_size
-    hardware.check_memory(model, per_rank_batch, amp_dtype, info.device)
+    batch = config.batch_size // info.world_size  # this process's share
+    hardware.check_memory(model, batch, amp_dtype, info.device)
     layout = torch.channels_last if config.channels_last else torch.preserve_format
     model = model.to(info.device, memory_format=layout)
     optimizer = create_optimizer(model, lr=config.lr, betas=config.betas, eps=config.eps,
@@ -228,10 +212,10 @@ def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, 
     if saved is not None:
         rundir.restore(run, saved)
     run.clock_zero = started - run.progress.elapsed_s
-    if config.compile:  # compiled now, on a zero batch of the training shape
-        example = torch.zeros(per_rank_batch, *loader.images.shape[1:], device=info.device)
-        model_forward = hardware.compiled(model, example.to(memory_format=layout), amp_dtype)
-    run.forward = distributed.wrap(model_forward if config.compile else model, info)
+    if config.compile:  # compiled now, by a step on a zero batch of the training shape
+        example = torch.zeros(batch, *loader.images.shape[1:], device=info.device)
+        model = hardware.compiled(model, example.to(memory_format=layout), amp_dtype)
+    run.forward = distributed.wrap(model, info)
     if info.is_main:
         rundir.write_config(run.run_dir, config)
         rundir.write_metrics(run.run_dir, run.progress.history)
@@ -266,11 +250,9 @@ def describe(run: Run) -> str:
         + f" / {len(run.eval_sets['test'][1]):,} test images, {len(run.loader)} steps per epoch "
         + (f"for a {c.time_budget:g}-minute budget" if c.time_budget else f"x {c.epochs} epochs")
         + f" on {info.device}" + (f" x {info.world_size} processes" if info.world_size > 1 else "")
-        + (f", {run.amp_dtype}" if run.amp_dtype else "")
-        + f"; lr {c.lr:g}: {c.cycles} x ("
+        + (f", {run.amp_dtype}" if run.amp_dtype else "") + f"; lr {c.lr:g}: {c.cycles} x ("
         + (f"warmup {c.warmup_epochs / c.epochs:.1%} of the time + cosine), on the clock"
-           if c.time_budget
-           else f"warmup {c.warmup_epochs:g} epochs + cosine), per {c.schedule_unit}")
+           if c.time_budget else f"warmup {c.warmup_epochs:g} epochs + cosine), per {c.schedule_unit}")
     )  # fmt: skip
 
 
@@ -286,16 +268,15 @@ def epochs_left(run: Run) -> bool:
 
 
 def lr_for_next_step(run: Run) -> float:
-    """``lr_at`` the schedule's position: the step (or epoch) about to be trained, or, with a time
-    budget, the fraction of the budget used times the schedule's length, so that warmup and
-    cosine stretch over the budget however fast the machine runs."""
+    """``lr_at`` the schedule's position: the step (or epoch) about to be trained, or with a time
+    budget the fraction of it used times the schedule's length, so that warmup and cosine
+    stretch over the budget however fast the machine runs."""
     c, p = run.config, run.progress
-    per_step = c.schedule_unit == "step"
-    unit = len(run.loader) if per_step else 1  # the schedule's unit in steps
+    unit = len(run.loader) if c.schedule_unit == "step" else 1  # steps per unit of the schedule
     if c.time_budget:
         position = min(p.elapsed_s / (60 * c.time_budget), 1.0) * c.epochs * unit
     else:
-        position = p.step if per_step else p.epoch
+        position = p.step if c.schedule_unit == "step" else p.epoch
     return lr_at(position, lr=c.lr, min_lr=c.min_lr, warmup=c.warmup_epochs * unit,
                  cycle_length=c.epochs * unit / c.cycles)  # fmt: skip
 
@@ -305,8 +286,7 @@ def count_loss(run: Run, loss: float) -> None:
     the lr and the last good checkpoint, or with ``--on_nonfinite skip`` is counted."""
     p = run.progress
     if math.isfinite(loss):
-        p.epoch_loss_sum += loss
-        p.epoch_batches += 1
+        p.epoch_loss_sum, p.epoch_batches = p.epoch_loss_sum + loss, p.epoch_batches + 1
     elif run.config.on_nonfinite == "skip":
         p.skipped += 1
     else:
@@ -314,9 +294,8 @@ def count_loss(run: Run, loss: float) -> None:
         raise TrainingError(
             f"non-finite loss ({loss}) at step {p.step + 1} (epoch {p.epoch + 1}, batch "
             f"{p.batch + 1}), lr {run.lr:.3g}; last good checkpoint: "
-            + (str(last) if last.exists() else "none yet")
-            + " (lower --lr, set --grad_clip, or --on_nonfinite skip)"
-        )
+            f"{last if last.exists() else 'none yet'} (lower --lr, set --grad_clip, or "
+            "--on_nonfinite skip)")  # fmt: skip
 
 
 def checkpoint_due(run: Run) -> bool:
@@ -326,26 +305,12 @@ def checkpoint_due(run: Run) -> bool:
 
 
 def progress_bar(run: Run) -> tqdm:
-    """One bar over the run's steps with tqdm's rate and time left (without a total under a time
+    """One bar over the run's steps with tqdm's rate and time left (no total under a time
     budget); shown on the main process when asked, or ("auto") when stderr is a terminal."""
-    setting, p = run.config.progress_bar, run.progress
+    setting = run.config.progress_bar
     shown = run.info.is_main and (setting == "on" or (setting == "auto" and sys.stderr.isatty()))
     total = None if run.config.time_budget else run.config.epochs * len(run.loader)
-    return tqdm(total=total, initial=p.step, unit="step", disable=not shown, dynamic_ncols=True)
-
-
-def report_stop(run: Run) -> None:
-    if run.info.is_main:
-        print(f"stopped at step {run.progress.step}; continue with --resume (checkpoint "
-              f"{run.run_dir / 'last.pt'})", file=sys.stderr)  # fmt: skip
-
-
-def result(run: Run, bar: tqdm) -> dict:
-    """What ``train`` returns: the last epoch's metrics, ``history``, ``run_dir``, ``interrupted``."""
-    bar.close()
-    history = run.progress.history
-    return {**(history[-1] if history else {}), "history": history,
-            "run_dir": str(run.run_dir), "interrupted": run.stop.signum}  # fmt: skip
+    return tqdm(total=total, initial=run.progress.step, unit="step", disable=not shown)
 
 
 def evaluate(run: Run) -> dict:
@@ -365,15 +330,26 @@ def evaluate(run: Run) -> dict:
 def epoch_line(config: TrainConfig, record: dict) -> str:
     """The line printed at the end of an epoch (``epoch 3/11``; ``epoch 3`` on the clock)."""
     epoch = f"epoch {record['epoch']:>3}" + ("" if config.time_budget else f"/{config.epochs}")
-    return (
-        f"{epoch}  train_loss {record['train_loss']:.4f}  test_loss {record['test_loss']:.4f}  "
-        f"test_acc {100 * record['test_acc']:.2f}%  "
-        + (f"val_acc {100 * record['val_acc']:.2f}%  " if "val_acc" in record else "")
-        + f"lr {record['lr']:.3g}  {record['seconds']:.1f}s"
-    )
+    val = f"val_acc {100 * record['val_acc']:.2f}%  " if "val_acc" in record else ""
+    return (f"{epoch}  train_loss {record['train_loss']:.4f}  test_loss "
+            f"{record['test_loss']:.4f}  test_acc {100 * record['test_acc']:.2f}%  {val}"
+            f"lr {record['lr']:.3g}  {record['seconds']:.1f}s")  # fmt: skip
 
 
-# ---------------------------------------------------------------- command line
+def stopped(run: Run, bar: tqdm) -> dict:
+    """A stop signal ended the run after a step (last.pt holds it): say how to go on."""
+    if run.info.is_main:
+        print(f"stopped at step {run.progress.step}; continue with --resume (checkpoint "
+              f"{run.run_dir / 'last.pt'})", file=sys.stderr)  # fmt: skip
+    return result(run, bar)
+
+
+def result(run: Run, bar: tqdm) -> dict:
+    """What ``train`` returns: the last epoch's metrics, ``history``, ``run_dir``, ``interrupted``."""
+    bar.close()
+    history = run.progress.history
+    return {**(history[-1] if history else {}), "history": history,
+            "run_dir": str(run.run_dir), "interrupted": run.stop.signum}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a usage error argparse has printed
         return int(e.code or 0)
     try:
-        result = train(config)
+        interrupted = train(config)["interrupted"]
     except (ValueError, OSError, MemoryError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return 128 + result["interrupted"] if result["interrupted"] else 0
+    return 128 + interrupted if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def server(monkeypatch):
         {"filename": "batches.meta", "key": "label_names", "md5": md5(meta).hexdigest()},
     )
     monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops: url)
-    monkeypatch.setattr(D.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # the waits between attempts
 
     class Server:
         archive = b""
