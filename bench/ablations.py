@@ -20,7 +20,8 @@ were measured by the earlier harness, which planned each variant's epochs from a
 calibration (commit 0478672).
 
 Notebook 07 and the tests import this file with bench/ on ``sys.path``, the way the bench scripts
-import ``common``.
+import ``common``; it imports ``resnet``, which adds the ResNet-20 variant's model to vitlib's
+registry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import resnet  # noqa: F401 (registers the ResNet-20 baseline as "resnet20_cifar10" in vitlib)
 from common import (
     CURVE_TEST_IMAGES,
     REPO,

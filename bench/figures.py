@@ -26,7 +26,6 @@ from vitlib.data import CLASSES, load_cifar10
 from vitlib.patching import patchify
 from vitlib.plots import (
     attention_bias_figure,
-    draw_grid,
     exploded,
     mark_patch,
     patch_grid_figure,
@@ -60,8 +59,9 @@ def vit_animation(image: torch.Tensor, path: str | Path, patch_size: int = 2, fp
     height, width = image.shape[-2:]
     grid = (height // patch_size, width // patch_size)
     queries = [grid[1] * r + c for r, c in [(4, 4), (6, 10), (11, 7), (12, 12)]]
-    steps = [("image", 0.0)] * 4 + [("grid", 0.0)] * 4
-    steps += [("part", g) for g in np.linspace(0.0, 1.0, 10)] + [("part", 1.0)] * 4
+    cut = 1 / (8 * patch_size)  # exploded(): a gap of one white pixel, a grid line
+    steps = [("image", 0.0)] * 4 + [("grid", cut)] * 4
+    steps += [("part", g) for g in np.linspace(cut, 1.0, 10)] + [("part", 1.0)] * 4
     steps += [("attend", q) for q in queries for _ in range(6)]
 
     fig = Figure(figsize=(3.2, 3.5), dpi=80)
@@ -72,18 +72,16 @@ def vit_animation(image: torch.Tensor, path: str | Path, patch_size: int = 2, fp
         kind, value = steps[frame]
         ax.clear()
         ax.set_axis_off()
-        if kind == "part":
+        if kind in ("grid", "part"):
             ax.imshow(exploded(image, patch_size, gap=value), interpolation="nearest")
-            ax.set_title(
-                f"{grid[0] * grid[1]} tokens of {patch_size}x{patch_size} pixels", fontsize=9
-            )
+            title = f"{grid[0] * grid[1]} tokens of {patch_size}x{patch_size} pixels"
+            if kind == "grid":
+                title = f"cut into {patch_size}x{patch_size} patches"
+            ax.set_title(title, fontsize=9)
             return []
         ax.imshow(to_imshow(image), interpolation="nearest")
         if kind == "image":
             ax.set_title(f"a {height}x{width} image", fontsize=9)
-        elif kind == "grid":
-            draw_grid(ax, height, width, patch_size)
-            ax.set_title(f"cut into {patch_size}x{patch_size} patches", fontsize=9)
         else:
             weights = toy_attention(image, patch_size, int(value)).reshape(grid)
             weights = weights / weights.max()
@@ -140,10 +138,7 @@ def readme_figures(out: str | Path = "Images", datapath: str | None = None) -> l
         out / "patch_grid.png", dpi=100
     )
 
-    fig = Figure(figsize=(6, 5.2))
-    plot_index(4, 4, ax=fig.add_subplot())
-    fig.tight_layout()
-    fig.savefig(out / "relative_index.png", dpi=100)
+    plot_index(4, 4).savefig(out / "relative_index.png", dpi=100)
 
     # An illustrative table: a smooth bump around the zero offset plus a little noise.
     dy, dx = torch.meshgrid(torch.arange(-15, 16), torch.arange(-15, 16), indexing="ij")

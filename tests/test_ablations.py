@@ -1,5 +1,5 @@
 """Notebook 07's ablations (bench/ablations.py): the variants, the runs against the clock, the CSV
-files and their summary."""
+files and their summary, and the ResNet-20 baseline that bench/resnet.py adds to vitlib's models."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from vitlib.config import validate
-from vitlib.model import create_model
+from vitlib.model import MODELS, create_model
+from vitlib.summary import count_parameters
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -32,8 +33,16 @@ def _load_bench_module(name: str):
 
 
 ablations = _load_bench_module("ablations")
+# Loading it imported bench/resnet.py, which added the ResNet-20 to vitlib.model.MODELS: this file's
+# tests see it there (the fixture below), every other test sees vitlib's own models.
+RESNET = MODELS.pop("resnet20_cifar10")
 VARIANTS, read_csv, results_dir = ablations.VARIANTS, ablations.read_csv, ablations.results_dir
 run_ablations, summarize = ablations.run_ablations, ablations.summarize
+
+
+@pytest.fixture(autouse=True)
+def resnet_registered(monkeypatch):
+    monkeypatch.setitem(MODELS, "resnet20_cifar10", RESNET)
 
 
 def test_every_variant_is_a_valid_config_that_changes_one_thing(cifar_root):
@@ -131,6 +140,28 @@ def test_bench_ablations_tiny(tmp_path, cifar_root):
     text = results.read_text()
     assert "## ablations TINY" in text and "| no position information | 1 |" in text
     assert read_csv(tmp_path / "ablations.csv")[0]["variant"] == "no position information"
+
+
+def test_resnet20_is_he_et_al_cifar_resnet():
+    """ResNet-20 for CIFAR (He et al. 2016, 0.27M parameters): 3 stages of 3 BasicBlocks."""
+    model = create_model("resnet20_cifar10")
+    assert count_parameters(model) == 272_474
+    assert len(model.stages) == 3 and all(len(stage) == 3 for stage in model.stages)
+    features = model.stages(model.stem(torch.rand(2, 3, 32, 32)))
+    assert features.shape == (2, 64, 8, 8) and model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert create_model("resnet20_cifar10", depth=32).config.depth == 32
+    with pytest.raises(ValueError, match=r"depth must be 6n \+ 2 \(8, 14, 20, 32, ...\), got 18"):
+        create_model("resnet20_cifar10", depth=18)
+
+
+def test_resnet_is_registered_by_bench_not_by_vitlib():
+    """vitlib knows only its ViTs; importing bench/resnet.py (as bench/ablations.py does) adds
+    ``resnet20_cifar10`` to the registry that ``create_model`` and training read."""
+    check = ("import sys, vitlib; assert 'resnet20_cifar10' not in vitlib.list_models(); "
+             f"sys.path.insert(0, {str(BENCH)!r}); import resnet; "
+             "assert type(vitlib.create_model('resnet20_cifar10')) is resnet.ResNet")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 def test_model_without_position_information_ignores_token_order():

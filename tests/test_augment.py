@@ -57,8 +57,8 @@ def _magnitudes(name: str) -> list[float]:
 
 
 def test_augmentation_space_matches_torchvision():
-    ours = A.augmentation_space(31)
-    theirs = TrivialAugmentWide()._augmentation_space(31)
+    ours = A.augmentation_space()
+    theirs = TrivialAugmentWide()._augmentation_space(A.NUM_BINS)
     assert tuple(theirs) == A.OPS == tuple(ours)
     for name in A.OPS:
         assert torch.equal(ours[name][0], theirs[name][0]), name
@@ -130,7 +130,7 @@ def test_flip_crop_equals_torchvision():
     img = _test_images(1)[:1]
     combos = [(f, t, left) for f in (False, True) for t in range(9) for left in range(9)]
     flip, top, left = (torch.tensor(c) for c in zip(*combos))
-    got = A.flip_crop(img.expand(len(combos), -1, -1, -1), flip, top, left, padding=4)
+    got = A.flip_crop(img.expand(len(combos), -1, -1, -1), flip, top, left)
     for k, (f, t, lft) in enumerate(combos):
         x = TF.hflip(img[0]) if f else img[0]
         assert torch.equal(got[k], TF.crop(TF.pad(x, 4), t, lft, 32, 32)), combos[k]

@@ -2,39 +2,41 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from vitlib import cpu
+from vitlib.cpu import CpuThreads, busy_cpu_seconds
+
+
+class Machine:
+    """A fake 2-core machine: ``others`` cores of other processes' work per second beside our
+    ``ours``; each ``tick`` advances its clock by 10 s."""
+
+    clock, busy, own, others, ours = 0.0, 0.0, 0.0, 0.0, 2.0
+
+    def tick(self):
+        self.clock += 10.0
+        self.busy += 10.0 * (self.others + self.ours)
+        self.own += 10.0 * self.ours
+
+    def threads(self, **options) -> CpuThreads:
+        return CpuThreads(cores={0, 1}, clock=lambda: self.clock, busy=lambda cores: self.busy,
+                          own=lambda: self.own, **options)  # fmt: skip
 
 
 @pytest.fixture
 def machine(monkeypatch):
-    """A fake 2-core machine: ``machine.others`` cores of other processes' work per second,
-    our own process using ``machine.ours``; time advances 10 s per look."""
-
-    class Machine:
-        clock, busy, own, others, ours = 0.0, 0.0, 0.0, 0.0, 2.0
-
-        def tick(self):
-            self.clock += 10.0
-            self.busy += 10.0 * (self.others + self.ours)
-            self.own += 10.0 * self.ours
-
-    m = Machine()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(cpu, "busy_cpu_seconds", lambda cores: m.busy)
-    monkeypatch.setattr(cpu, "own_cpu_seconds", lambda: m.own)
-    monkeypatch.setattr(cpu.time, "perf_counter", lambda: m.clock)
     threads = torch.get_num_threads()
-    yield m
+    torch.set_num_threads(2)
+    yield Machine()
     torch.set_num_threads(threads)
 
 
 def test_gives_a_core_back_and_takes_it_again(machine):
-    torch.set_num_threads(2)
-    governor = cpu.CpuThreads(every=5.0)
+    governor = machine.threads(every=5.0)
     assert governor.enabled and governor.most == 2
     machine.tick()
     assert governor.update() is None and torch.get_num_threads() == 2  # alone: keep both
@@ -50,8 +52,7 @@ def test_gives_a_core_back_and_takes_it_again(machine):
 
 
 def test_looks_only_every_few_seconds(machine):
-    torch.set_num_threads(2)
-    governor = cpu.CpuThreads(every=30.0)
+    governor = machine.threads(every=30.0)
     machine.others = 2.0
     machine.tick()  # 10 s: too early
     assert governor.update() is None and torch.get_num_threads() == 2
@@ -59,14 +60,13 @@ def test_looks_only_every_few_seconds(machine):
 
 def test_an_explicit_thread_count_is_kept(machine, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    torch.set_num_threads(2)
-    governor = cpu.CpuThreads()
+    governor = machine.threads()
     machine.others = 2.0
     machine.tick()
     assert not governor.enabled and governor.update() is None and torch.get_num_threads() == 2
 
 
-def test_busy_cpu_seconds_counts_only_the_given_cores(tmp_path, monkeypatch):
+def test_busy_cpu_seconds_counts_only_the_given_cores(tmp_path):
     stat = tmp_path / "stat"
     stat.write_text(
         "cpu  300 0 300 900 0 0 0 0 0 0\n"  # the whole machine: not read
@@ -75,9 +75,7 @@ def test_busy_cpu_seconds_counts_only_the_given_cores(tmp_path, monkeypatch):
         "cpu2 100 0 100 300 0 0 0 0 0 0\n"
         "intr 12345\n"
     )
-    monkeypatch.setattr(cpu, "PROC_STAT", stat)
-    tick = cpu.os.sysconf("SC_CLK_TCK")
-    assert cpu.busy_cpu_seconds({0, 1}) == pytest.approx(400 / tick)
-    assert cpu.busy_cpu_seconds({2}) == pytest.approx(200 / tick)
-    monkeypatch.setattr(cpu, "PROC_STAT", tmp_path / "missing")
-    assert cpu.busy_cpu_seconds({0}) is None
+    tick = os.sysconf("SC_CLK_TCK")
+    assert busy_cpu_seconds({0, 1}, stat) == pytest.approx(400 / tick)
+    assert busy_cpu_seconds({2}, stat) == pytest.approx(200 / tick)
+    assert busy_cpu_seconds({0}, tmp_path / "missing") is None

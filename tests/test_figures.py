@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 from PIL import Image
 
 from vitlib import plots
@@ -57,9 +57,10 @@ def test_bench_figures_writes_every_figure(cifar_root, tmp_path):
             assert getattr(image, "n_frames", 1) >= min_frames
 
 
-def test_query_bias_is_a_window_of_the_offset_table():
+def test_the_bias_of_a_query_is_a_window_of_the_offset_table():
     table = torch.arange(31 * 31, dtype=torch.float32).view(31, 31)
-    bias = plots.query_bias(table, query=(5, 9), grid=(16, 16))
+    fig = plots.attention_bias_figure(torch.zeros(3, 32, 32), table, query=(5, 9), patch_size=2)
+    bias = fig.axes[2].images[0].get_array()  # the third panel: the bias added to each key
     assert bias.shape == (16, 16)
     assert bias[5, 9] == table[15, 15]  # the query itself: zero offset, the table's centre
     assert bias[6, 11] == table[16, 17]  # one row down, two columns right
@@ -68,10 +69,13 @@ def test_query_bias_is_a_window_of_the_offset_table():
 def test_exploded_keeps_every_patch():
     image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
     canvas = plots.exploded(image, patch_size=2, gap=1.0)
-    assert canvas.shape == (4 * 2 * 4 * 2 - 2 * 4, 4 * 2 * 4 * 2 - 2 * 4, 3)
-    # top-left patch, each pixel drawn as a 4x4 block
+    side = 4 * 2 * 8 * 2 - 2 * 8  # 4 patches of 2 pixels, each pixel 8 wide, 3 gaps of a patch
+    assert canvas.shape == (side, side, 3)
+    # top-left patch, each pixel drawn as an 8x8 block
     assert abs(canvas[0, 0] - image[:, 0, 0].float().numpy() / 255).max() < 1e-6
-    assert abs(canvas[7, 7] - image[:, 1, 1].float().numpy() / 255).max() < 1e-6
+    assert abs(canvas[15, 15] - image[:, 1, 1].float().numpy() / 255).max() < 1e-6
+    assert (canvas[16:32] == 1).all()  # then white, as wide as a patch
+    assert abs(canvas[32, 32] - image[:, 2, 2].float().numpy() / 255).max() < 1e-6
 
 
 def test_to_imshow_gives_channels_last_floats_in_0_1():
@@ -96,9 +100,8 @@ def test_sample_grid_titles(cifar_root):
     assert fig.axes[0].get_title() == f"{names[9]}\n({names[0]})"  # prediction = label of image 9
 
 
-def test_plot_index_draws_the_index_on_the_given_axes():
-    ax = Figure().add_subplot()
-    assert plots.plot_index(2, 3, ax=ax) is ax
+def test_plot_index_draws_the_index():
+    ax = plots.plot_index(2, 3).axes[0]
     assert np.array_equal(ax.images[0].get_array(), relative_position_index(2, 3).numpy())
     assert [t.get_text() for t in ax.texts][:3] == ["7", "8", "9"]  # query 0: offsets (0, 0..2)
 
@@ -107,10 +110,32 @@ def test_cli_plots_a_run_or_names_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plots.main([])
     assert "run_dir" in capsys.readouterr().err
-    assert plots.main([str(tmp_path)]) == 1  # no metrics.csv
-    assert "metrics.csv" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="metrics.csv"):
+        plots.main([str(tmp_path)])
     (tmp_path / "metrics.csv").write_text(
         "epoch,train_loss,test_loss,test_acc,lr\n1,2.0,1.9,0.3,1e-3\n"
     )
-    assert plots.main([str(tmp_path), "--output", str(tmp_path / "c.png")]) == 0
+    plots.main([str(tmp_path), "--output", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'c.png'}\n"
+
+
+def test_live_curves_redraws_when_the_metrics_change(tmp_path, monkeypatch):
+    """Inside the block a thread polls metrics.csv and updates one displayed figure, once per
+    change; leaving the block draws the final curves."""
+    display = pytest.importorskip("IPython.display")
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append(len(fig.axes[1].lines[0].get_xdata()))  # epochs drawn
+
+    monkeypatch.setattr(display, "display", lambda **kwargs: Handle())
+    metrics = tmp_path / "metrics.csv"
+    with plots.live_curves(tmp_path, every=0.01):
+        metrics.write_text("epoch,train_loss,test_loss,test_acc,lr\n1,2.0,1.9,0.3,1e-3\n")
+        while not shown:
+            time.sleep(0.01)
+        with metrics.open("a") as f:
+            f.write("2,1.5,1.4,0.5,1e-3\n")
+    assert shown == [1, 2]

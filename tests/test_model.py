@@ -135,8 +135,6 @@ def test_bad_configurations_are_refused():
         ModelConfig(relative_position="no")
     with pytest.raises(ValueError, match="gain_init must be a finite number, got nan"):
         ModelConfig(gain_init=float("nan"))
-    with pytest.raises(ValueError, match=r"depth must be 6n \+ 2 \(8, 14, 20, 32, ...\), got 18"):
-        vitlib.create_model("resnet20_cifar10", depth=18)
 
 
 def test_ablation_switches():
@@ -157,16 +155,6 @@ def test_ablation_switches():
     assert attn.rel_pos is None
     maps = attn.attention_map(torch.randn(2, 64, 128))
     assert torch.allclose(maps.sum(-1), torch.ones(2, 4, 64))
-
-
-def test_resnet20_is_he_et_al_cifar_resnet():
-    """ResNet-20 for CIFAR (He et al. 2016, 0.27M parameters): 3 stages of 3 BasicBlocks."""
-    model = vitlib.create_model("resnet20_cifar10")
-    assert count_parameters(model) == 272_474
-    assert len(model.stages) == 3 and all(len(stage) == 3 for stage in model.stages)
-    features = model.stages(model.stem(torch.rand(2, 3, 32, 32)))
-    assert features.shape == (2, 64, 8, 8) and model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    assert vitlib.create_model("resnet20_cifar10", depth=32).config.depth == 32
 
 
 def test_bad_inputs_are_refused():

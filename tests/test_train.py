@@ -5,6 +5,7 @@ test runs otherwise (the reference recipe's restarts, fp16 with gradient clippin
 import csv
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -97,24 +98,36 @@ def test_the_reference_recipe_restarts_inside_the_run_and_resumes_mid_cycle(tmp_
     assert [r["lr"] for r in extended["history"]][4:] == pytest.approx([2e-3, 1.005e-3])
 
 
-def test_fp16_with_gradient_clipping_and_loss_scaling(tmp_path, tiny_config):
-    """fp16 needs CUDA; on a CPU the same step runs a GradScaler in fp32 arithmetic: clipping
-    unscales the gradients first, and the scaler's state is saved for an exact resume."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = "fp16" if device == "cuda" else "fp32"
-    config = tiny_config(tmp_path / "run", epochs=1, grad_clip=0.1, precision=precision,
-                         device=device)  # fmt: skip
+def test_fp16_loss_scaling_clips_the_unscaled_gradients(tmp_path, tiny_config):
+    """The step a T4 runs (fp16 autocast, a GradScaler, --grad_clip), here on a CPU: the run is
+    switched to fp16 with a live loss scaler before its first step. The optimizer then sees the
+    gradients unscaled and clipped, and last.pt keeps the scaler's state."""
     norms = []
 
-    def clipped_norm(run, images, labels):
-        grads = [p.grad for p in run.model.parameters() if p.grad is not None]
-        if grads:  # the previous step's gradients are gone (zero_grad(set_to_none))
-            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+    def total_norm(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.nn.utils.get_total_norm(grads).item())
 
-    result = train(config, on_batch=clipped_norm)
-    assert result["step"] == STEPS and torch.isfinite(torch.tensor(result["train_loss"]))
-    assert "scale" in load_checkpoint(tmp_path / "run" / "last.pt")["scaler"] or device == "cpu"
-    assert norms == []  # gradients never outlive their step
+    def fp16_on_this_cpu(run, images, labels):
+        if run.progress.step == 0:
+            run.amp_dtype, run.scaler = torch.float16, torch.amp.GradScaler("cpu", init_scale=2.0**12)
+            run.optimizer.register_step_pre_hook(total_norm)
+
+    out = tmp_path / "run"
+    result = train(tiny_config(out, epochs=1, grad_clip=0.05), on_batch=fp16_on_this_cpu)
+    assert math.isfinite(result["train_loss"]) and len(norms) == STEPS
+    assert max(norms) <= 0.05 * 1.001  # unscaled first: scaled gradients are 4096x larger
+    assert load_checkpoint(out / "last.pt")["scaler"]["scale"] > 1
+
+
+@pytest.mark.slow
+def test_the_fast_preset_runs_on_a_cpu_when_asked(tmp_path, tiny_config):
+    """The fast preset (per-step schedule, precision auto -> fp32 on a CPU, torch.compile) for one
+    tiny epoch with --device cpu; without it a CPU is refused (tests/test_train_config.py)."""
+    config = dataclasses.replace(tiny_config(tmp_path / "run", epochs=1), preset="fast",
+                                 device="cpu", precision="auto", compile=True, lr=2e-3)  # fmt: skip
+    result = train(config)
+    assert result["step"] == STEPS and math.isfinite(result["train_loss"])
 
 
 def test_resume_after_a_crash_at_an_epoch_boundary_is_exact(uninterrupted, tmp_path, tiny_config):

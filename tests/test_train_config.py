@@ -67,7 +67,7 @@ def test_all_problems_in_one_error():
         "label_smoothing=1.0 is out of range: [0, 1)",
         "ema=1.0 is out of range: [0, 1)",
         "model='vit_huge' is invalid: unknown model 'vit_huge': choose one of "
-        "['resnet20_cifar10', 'vit_cifar10_patch2_input32', 'vit_cifar10_small']",
+        "['vit_cifar10_patch2_input32', 'vit_cifar10_small']",
         "device='cuda:7' is not available",
     ):
         assert expected in message

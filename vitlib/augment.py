@@ -2,12 +2,12 @@
 
 Per image, as in the reference run: TrivialAugmentWide -> RandomHorizontalFlip(0.5) ->
 RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, box filled with 0).
-Each op is bit for bit torchvision's tensor functional on uint8 (nearest interpolation, fill 0,
-blends truncated to uint8). The reference run fed PIL images, whose blends round instead and whose
-rotation picks other nearest pixels at some borders: against that path Color/Contrast/Sharpness
-differ by one grey level on some pixels and Rotate on about 2% of pixels (tests/test_augment.py
-bounds the mean difference). All randomness comes from an explicit CPU ``torch.Generator``, so a
-seed gives the same augmentation on every device; the pixel work loops over the 14 ops, not images.
+Each op is bit for bit torchvision's tensor functional on uint8 (nearest, fill 0, blends truncated).
+The reference run fed PIL images, whose blends round and whose rotation picks other nearest pixels
+at some borders: there Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate
+on about 2% (tests/test_augment.py bounds the mean difference). Randomness comes from a CPU
+``torch.Generator``, so a seed gives the same augmentation on every device; the pixel work loops
+over the 14 ops, never over images.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 import random
 import typing
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NUM_BINS = 31
+NUM_BINS = 31  # TrivialAugmentWide's magnitude bins
+PADDING = 4  # RandomCrop(32, padding=4)
 
 
 def augmentation_space() -> dict[str, tuple[Tensor, bool]]:
@@ -48,18 +48,15 @@ OPS: tuple[str, ...] = tuple(augmentation_space())  # op k of sample_trivial_aug
 
 
 def _per_image(magnitude: float | Tensor, n: int) -> Tensor:
-    """Magnitudes as a float64 CPU tensor (n,): parameter maths is done in double, like
-    torchvision's Python floats, and only the results travel to the images' device."""
+    """Magnitudes float64 (n,) on the CPU: parameters are computed in double, as torchvision's."""
     return torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand(n)
 
 
 # ---------------------------------------------------------------- geometric ops (grid_sample)
-
-
 def _warp(images: Tensor, theta: Tensor) -> Tensor:
-    """Nearest-neighbour warp with zero fill, as torchvision's ``_gen_affine_grid`` + ``grid_sample``:
+    """Nearest-neighbour warp, zero fill: torchvision's ``_gen_affine_grid`` + ``grid_sample``.
     images uint8 (n, C, H, W), theta float64 (n, 2, 3) -> uint8 (n, C, H, W). The grid is built
-    elementwise (no matmul for TF32 to move) in the rounding order of torchvision's CPU ``bmm``."""
+    elementwise (no matmul for TF32 to move), in the rounding order of torchvision's CPU ``bmm``."""
     n, _, h, w = images.shape
     dev = images.device
     xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, 1, w)
@@ -70,14 +67,12 @@ def _warp(images: Tensor, theta: Tensor) -> Tensor:
     gx = torch.addcmul(xs * r[0], ys, r[1]) + r[2]
     gy = torch.addcmul(xs * r[3], ys, r[4]) + r[5]
     grid = torch.stack([gx, gy], dim=-1)  # (n, H, W, 2); outside the image: zeros (the default)
-    out = F.grid_sample(images.float(), grid, mode="nearest", align_corners=False)
-    return out.round_().to(torch.uint8)
+    return F.grid_sample(images.float(), grid, mode="nearest", align_corners=False).to(torch.uint8)
 
 
 def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
-    """Warp by per-image angle / shear_x / shear_y (degrees) and tx / ty (pixels), float64 (n,),
-    about the image centre, or with ``corner`` about the top-left corner (torchvision's shears),
-    through torchvision's ``_get_inverse_affine_matrix`` (scale 1)."""
+    """Warp by per-image angle / shear_x / shear_y (degrees), tx / ty (pixels), float64 (n,), about
+    the centre or (``corner``) the top-left corner, with torchvision's inverse matrix (scale 1)."""
     n, _, h, w = images.shape
     zero = torch.zeros(n, dtype=torch.float64)
     rot, sx, sy = (torch.deg2rad(params.get(k, zero)) for k in ("angle", "shear_x", "shear_y"))
@@ -121,11 +116,9 @@ def rotate(images: Tensor, magnitude: float | Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- colour ops
-
-
 def _blend(images: Tensor, other: Tensor, magnitude: float | Tensor) -> Tensor:
-    """torchvision's ``_blend`` with factor ``1 + magnitude``: ``factor * images + (1 - factor) *
-    other`` in float32, clamped and truncated to uint8. images uint8 (n, C, H, W), other broadcastable."""
+    """torchvision's ``_blend`` with f = 1 + magnitude: f * images + (1 - f) * other in float32,
+    clamped and truncated to uint8. images uint8 (n, C, H, W); other broadcastable to them."""
     factor = 1.0 + _per_image(magnitude, len(images))
     ratio = factor.float().view(-1, 1, 1, 1).to(images.device)
     rest = (1.0 - factor).float().view(-1, 1, 1, 1).to(images.device)
@@ -150,8 +143,7 @@ def color(images: Tensor, magnitude: float | Tensor) -> Tensor:
 
 def contrast(images: Tensor, magnitude: float | Tensor) -> Tensor:
     """Scale contrast by ``1 + magnitude`` (blend with the mean grey level). uint8 (n, 3, H, W)."""
-    mean = _grayscale(images).float().mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean, magnitude)
+    return _blend(images, _grayscale(images).float().mean(dim=(1, 2, 3), keepdim=True), magnitude)
 
 
 def sharpness(images: Tensor, magnitude: float | Tensor) -> Tensor:
@@ -188,8 +180,7 @@ def autocontrast(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
 
 
 def equalize(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
-    """Histogram-equalise each channel (``magnitude`` ignored), torchvision's LUT rule.
-    uint8 (n, C, H, W) -> same."""
+    """Histogram-equalise each channel by torchvision's LUT rule (``magnitude`` ignored). uint8."""
     n, c, h, w = images.shape
     flat = images.reshape(n * c, h * w).long()
     hist = torch.zeros(n * c, 256, dtype=torch.long, device=images.device)
@@ -207,7 +198,7 @@ def identity(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
     return images
 
 
-OP_FUNCTIONS: dict[str, Callable[[Tensor, float | Tensor], Tensor]] = {
+OP_FUNCTIONS = {  # name in OPS -> op(images uint8 (n, C, H, W), magnitude) -> same
     "Identity": identity, "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
     "TranslateY": translate_y, "Rotate": rotate, "Brightness": brightness, "Color": color,
     "Contrast": contrast, "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
@@ -216,14 +207,9 @@ OP_FUNCTIONS: dict[str, Callable[[Tensor, float | Tensor], Tensor]] = {
 
 
 # ---------------------------------------------------------------- random parameters
-
-
-def sample_trivial_augment(
-    n: int, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Per image, as ``TrivialAugmentWide.forward``: an op uniform over ``OPS``, a magnitude bin
-    uniform over the 31 bins, and a random sign for signed ops.
-    Returns (op int64 (n,), magnitude float64 (n,)), on the CPU."""
+def sample_trivial_augment(n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Per image, as ``TrivialAugmentWide.forward``: an op uniform over ``OPS``, one of its 31 bins,
+    a random sign if signed -> (op int64 (n,), magnitude float64 (n,)), on the CPU."""
     values, signed = zip(*augmentation_space().values())
     table = torch.stack([v.double().expand(NUM_BINS) for v in values])  # (14 ops, 31 bins)
     op = torch.randint(len(OPS), (n,), generator=generator)
@@ -234,37 +220,32 @@ def sample_trivial_augment(
 
 
 def apply_ops(images: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
-    """Apply op ``OPS[op[i]]`` with ``magnitude[i]`` to image i: the batch is sorted by op so
-    that each op runs once, vectorised, on a contiguous slice; then it is unsorted.
+    """Op ``OPS[op[i]]`` with ``magnitude[i]`` on image i, each op run once on its images' slice.
     images uint8 (n, C, H, W); op int64 (n,); magnitude float64 (n,) -> uint8 (n, C, H, W)."""
     op, magnitude = op.cpu(), magnitude.cpu()
     order = torch.argsort(op, stable=True)
-    on_device = order.to(images.device)
     counts = torch.bincount(op, minlength=len(OPS)).tolist()
-    runs = zip(OPS, images[on_device].split(counts), magnitude[order].split(counts))
-    out = torch.empty_like(images)
-    out[on_device] = torch.cat([OP_FUNCTIONS[name](x, m) for name, x, m in runs if len(x)])
-    return out
+    runs = zip(OPS, images[order.to(images.device)].split(counts), magnitude[order].split(counts))
+    out = torch.cat([OP_FUNCTIONS[name](x, m) for name, x, m in runs if len(x)])
+    return out[torch.argsort(order).to(images.device)]
 
 
-def sample_flip_crop(
-    n: int, generator: torch.Generator | None = None, padding: int = 4
-) -> tuple[Tensor, Tensor, Tensor]:
-    """RandomHorizontalFlip(0.5) and RandomCrop(padding) parameters per image, on the CPU:
-    (flip bool (n,), top int64 (n,), left int64 (n,)), top and left uniform in 0..2*padding."""
+def sample_flip_crop(n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    """RandomHorizontalFlip(0.5) and RandomCrop(32, PADDING) parameters per image, on the CPU:
+    (flip bool (n,), top int64 (n,), left int64 (n,)), top and left uniform in 0..2*PADDING."""
     flip = torch.rand(n, generator=generator) < 0.5
-    top, left = torch.randint(2 * padding + 1, (2, n), generator=generator)
+    top, left = torch.randint(2 * PADDING + 1, (2, n), generator=generator)
     return flip, top, left
 
 
-def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor, padding: int = 4) -> Tensor:
+def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor) -> Tensor:
     """Horizontal flip where ``flip``, then a crop of the zero-padded image at (top, left), as
-    ``RandomHorizontalFlip`` then ``RandomCrop(size, padding)``; one gather for both.
-    images (n, C, H, W) any dtype; flip bool (n,); top, left int64 (n,) in 0..2*padding."""
+    ``RandomHorizontalFlip`` then ``RandomCrop(size, PADDING)``; one gather for both.
+    images (n, C, H, W) any dtype; flip bool (n,); top, left int64 (n,) in 0..2*PADDING."""
     n, c, h, w = images.shape
     dev = images.device
-    padded = F.pad(images, (padding,) * 4)
-    pw = w + 2 * padding
+    padded = F.pad(images, (PADDING,) * 4)
+    pw = w + 2 * PADDING
     rows = top.to(dev)[:, None] + torch.arange(h, device=dev)
     cols = left.to(dev)[:, None] + torch.arange(w, device=dev)
     cols = torch.where(flip.to(dev)[:, None], pw - 1 - cols, cols)  # pad(flip(x)) == flip(pad(x))
@@ -273,15 +254,14 @@ def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor, padding: 
 
 
 def sample_erasing(
-    n: int, height: int, width: int, generator: torch.Generator | None = None, p: float = 0.1
+    n: int, height: int, width: int, generator: torch.Generator | None, p: float = 0.1
 ) -> Tensor:
     """RandomErasing boxes as torchvision draws them: with probability p, up to 10 tries of area
     ~ U(0.02, 0.33) * H * W and log aspect ~ U(log 0.3, log 3.3); the first box that fits is used.
     Returns int64 (n, 4) = (top, left, h, w) on the CPU; h = w = 0 where nothing is erased."""
-    tries = 10
     apply = torch.rand(n, generator=generator) < p
-    area = height * width * torch.empty(n, tries).uniform_(0.02, 0.33, generator=generator).double()
-    log_ratio = torch.empty(n, tries).uniform_(math.log(0.3), math.log(3.3), generator=generator)
+    area = height * width * torch.empty(n, 10).uniform_(0.02, 0.33, generator=generator).double()
+    log_ratio = torch.empty(n, 10).uniform_(math.log(0.3), math.log(3.3), generator=generator)
     aspect = torch.exp(log_ratio).double()
     h = torch.sqrt(area * aspect).round().long()
     w = torch.sqrt(area / aspect).round().long()
@@ -295,34 +275,31 @@ def sample_erasing(
     return torch.stack([top, left, h, w], dim=1)
 
 
-def erase(images: Tensor, boxes: Tensor, value: float = 0.0) -> Tensor:
-    """Set box (top, left, h, w) of image i to ``value``. images (n, C, H, W); boxes int64 (n, 4)."""
+def erase(images: Tensor, boxes: Tensor) -> Tensor:
+    """Zero box (top, left, h, w) of image i. images (n, C, H, W); boxes int64 (n, 4)."""
     _, _, h, w = images.shape
     top, left, bh, bw = boxes.to(images.device).view(-1, 4, 1, 1).unbind(dim=1)  # (n, 1, 1) each
     rows = torch.arange(h, device=images.device)[:, None]  # (H, 1)
     cols = torch.arange(w, device=images.device)  # (W,)
     inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)  # (n, H, W)
-    return images.masked_fill(inside.unsqueeze(1), value)
+    return images.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-# Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" keeps only its flip and
-# padded crop, which suit short runs (TrivialAugment and erasing pay off only over many epochs);
-# "none" only converts to float.
+# Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" only its flip and padded crop,
+# for short runs (TrivialAugment and erasing pay off over many epochs); "none" only the float.
 Policy = typing.Literal["recipe", "flip-crop", "none"]  # TrainConfig.augment
 POLICIES: tuple[str, ...] = typing.get_args(Policy)
 
 
 def check_policy(policy: str) -> None:
-    """The one check of a policy name: a ``ValueError`` naming the choices unless in ``POLICIES``."""
+    """The one check of a policy name: a ``ValueError`` naming ``POLICIES`` unless among them."""
     if policy not in POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}: choose one of {POLICIES}")
 
 
 class TrainAugment(torch.nn.Module):
-    """The train augmentation of ``policy`` on a batch, per image, on the batch's device:
-    "recipe" the module's pipeline, "flip-crop" only its flip and crop, "none" only the float.
-    ``forward(images uint8 (B, C, H, W), generator) -> float32 (B, C, H, W)`` in [0, 1], with
-    ``generator`` a CPU ``torch.Generator`` (None: the global one)."""
+    """The train augmentation of ``policy`` (one of ``POLICIES``), per image on the batch's device:
+    uint8 (B, C, H, W) -> float32 (B, C, H, W) in [0, 1], random draws from a CPU ``generator``."""
 
     def __init__(self, policy: str = "recipe") -> None:
         super().__init__()
@@ -331,9 +308,8 @@ class TrainAugment(torch.nn.Module):
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise TypeError(
-                f"TrainAugment expects uint8 (B, C, H, W) images, got {images.dtype} {tuple(images.shape)}"
-            )
+            found = f"{images.dtype} {tuple(images.shape)}"
+            raise TypeError(f"TrainAugment expects uint8 (B, C, H, W) images, got {found}")
         if self.policy == "none":
             return images.float().div_(255)
         n, _, h, w = images.shape
@@ -342,13 +318,8 @@ class TrainAugment(torch.nn.Module):
         x = flip_crop(x, *sample_flip_crop(n, generator)).float().div_(255)
         return erase(x, sample_erasing(n, h, w, generator)) if recipe else x
 
-    def extra_repr(self) -> str:
-        return f"policy={self.policy!r}"
-
 
 # ---------------------------------------------------------------- batch mixing
-
-
 def _beta(alpha: float, generator: torch.Generator | None) -> float:
     """One Beta(alpha, alpha) draw, seeded from ``generator`` so that it replays."""
     seed = int(torch.randint(2**62, (1,), generator=generator))

@@ -4,14 +4,11 @@
     last.pt.sha256   "<sha256 of last.pt>  last.pt", the format of ``sha256sum``:
                      ``sha256sum -c last.pt.sha256`` checks the file without Python
 
-PyTorch's zip reader does not verify its CRCs: flipping one random bit of a small checkpoint went
-unnoticed by ``torch.load`` in 17,771 of 18,469 positions (16,648 of them loaded altered values;
-measured with torch 2.14). So ``load_checkpoint`` checks the file against its checksum first,
-then unpickles with ``torch.load(weights_only=True)``, which refuses arbitrary Python objects.
-
-Writes are atomic: a temporary file in the same directory, fsynced, renamed over the target. The
-checksum file briefly lists both the old and the new file's sha256 while the checkpoint is
-replaced, so a crash at any moment leaves a checkpoint that verifies.
+PyTorch's zip reader does not verify its CRCs: one flipped bit of a small checkpoint went
+unnoticed by ``torch.load`` in 17,771 of 18,469 positions (torch 2.14). So ``load_checkpoint``
+checks the checksum first, then unpickles with ``torch.load(weights_only=True)``, which refuses
+arbitrary Python objects. Writes are atomic (``write_atomic``), and a crash at any moment leaves
+a checkpoint that verifies.
 """
 
 from __future__ import annotations
@@ -41,71 +38,55 @@ def checksum_path(path: Path) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically, and its
-    sha256 to ``path.sha256``.
-
-    On any failure (disk full, unwritable directory) raises ``OSError`` naming the file; the
-    previous file at ``path``, if any, is left untouched and still verifies.
-    """
-    path = Path(path)
-    buffer = io.BytesIO()
+    sha256 to ``path.sha256``. On any failure (disk full, unwritable folder) raises ``OSError``
+    naming the file; a previous file at ``path`` is left untouched and still verifies."""
+    path, buffer = Path(path), io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    try:
-        old = _listed_digests(path)  # what the file there now verifies against
-        write_atomic(checksum_path(path), _checksum_lines(path, [digest, *old]))
+    try:  # the checksum file lists the old and the new digest while the file is replaced
+        write_atomic(checksum_path(path), _checksum_lines(path, [digest, *_listed_digests(path)]))
         write_atomic(path, data)
         write_atomic(checksum_path(path), _checksum_lines(path, [digest]))
     except OSError as e:
         kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing written"
-        raise OSError(
-            e.errno, f"could not write checkpoint {path}: {e.strerror or e} ({kept})"
-        ) from e
+        raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or e} ({kept})") from e
     return path
 
 
 def _listed_digests(path: Path) -> list[str]:
     """The sha256 digests ``path.sha256`` accepts for ``path`` (none if it does not exist)."""
     sums = checksum_path(path)
-    if not sums.is_file():
-        return []
-    return [
-        line.split()[0] for line in sums.read_text(errors="replace").splitlines() if line.strip()
-    ]
+    lines = sums.read_text(errors="replace").splitlines() if sums.is_file() else []
+    return [line.split()[0] for line in lines if line.strip()]
 
 
 def _checksum_lines(path: Path, digests: list[str]) -> bytes:
     return "".join(f"{d}  {path.name}\n" for d in digests).encode()
 
 
-def write_atomic(path: Path, *chunks: bytes) -> None:
-    """Replace ``path`` with the ``chunks``, written in order, whole or not at all: a temporary file in the same
-    directory, fsynced, renamed over ``path``, then the directory fsynced. On ``OSError`` the
-    previous file is untouched and the temporary file is removed."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, whole or not at all: a temporary file in the same folder,
+    fsynced, renamed over ``path``, then the folder fsynced (where folders can be opened). On
+    ``OSError`` the previous file is untouched and the temporary file is removed."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
+    try:  # make the rename durable (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY)
     except OSError:
         return
     try:
-        os.fsync(fd)
+        os.fsync(folder)
     finally:
-        os.close(fd)
+        os.close(folder)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -151,21 +132,15 @@ def compare_with_model(state: dict, model: nn.Module) -> list[str]:
     """Differences between a checkpoint ``state`` (keys ``model_config`` and ``model``) and a
     model: config fields (except ``WEIGHT_NEUTRAL_FIELDS``), missing/unexpected parameter names,
     shape mismatches. Empty if they match."""
-    problems = []
     saved_config = state.get("model_config", {})
     config = dataclasses.asdict(model.config) if hasattr(model, "config") else {}
-    for key in sorted((set(saved_config) | set(config)) - WEIGHT_NEUTRAL_FIELDS):
-        if saved_config.get(key) != config.get(key):
-            problems.append(
-                f"config {key}: checkpoint {saved_config.get(key)!r}, model {config.get(key)!r}"
-            )
     saved, current = state["model"], model.state_dict()
-    problems += [f"missing in model: {k}" for k in sorted(saved.keys() - current.keys())]
-    problems += [f"missing in checkpoint: {k}" for k in sorted(current.keys() - saved.keys())]
-    for key in sorted(saved.keys() & current.keys()):
-        if saved[key].shape != current[key].shape:
-            problems.append(
-                f"shape of {key}: checkpoint {tuple(saved[key].shape)}, "
-                f"model {tuple(current[key].shape)}"
-            )
-    return problems
+    return (
+        [f"config {k}: checkpoint {saved_config.get(k)!r}, model {config.get(k)!r}"
+         for k in sorted((set(saved_config) | set(config)) - WEIGHT_NEUTRAL_FIELDS)
+         if saved_config.get(k) != config.get(k)]
+        + [f"missing in model: {k}" for k in sorted(saved.keys() - current.keys())]
+        + [f"missing in checkpoint: {k}" for k in sorted(current.keys() - saved.keys())]
+        + [f"shape of {k}: checkpoint {tuple(saved[k].shape)}, model {tuple(current[k].shape)}"
+           for k in sorted(saved.keys() & current.keys()) if saved[k].shape != current[k].shape]
+    )  # fmt: skip

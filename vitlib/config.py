@@ -287,15 +287,14 @@ def _check_device(c: TrainConfig) -> list[str]:
         device = resolve_device(c.device)
     except RuntimeError:
         return [f"device={c.device!r} is unknown: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"]
-    problem = None
-    if device.type == "cuda" and torch.cuda.device_count() == 0:
-        problem = "is not available: no CUDA GPU found (use --device cpu)"
-    elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        problem = f"is not available: only {torch.cuda.device_count()} CUDA device(s)"
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        problem = "is not available: MPS not found (use --device cpu)"
-    elif device.type not in ("cpu", "cuda", "mps"):
-        problem = "is not supported: use 'auto', 'cpu', 'cuda' or 'mps'"
+    gpus = torch.cuda.device_count()
+    problem = {
+        "cuda": "" if (device.index or 0) < gpus else f"is not available: only {gpus} CUDA "
+                "device(s)" if gpus else "is not available: no CUDA GPU found (use --device cpu)",
+        "mps": "" if torch.backends.mps.is_available() else "is not available: MPS not found "
+               "(use --device cpu)",
+        "cpu": "",
+    }.get(device.type, "is not supported: use 'auto', 'cpu', 'cuda' or 'mps'")  # fmt: skip
     errors = [f"device={c.device!r} {problem}"] if problem else []
     if c.preset in GPU_PRESETS and c.device == "auto" and device.type == "cpu":
         errors.append(f"preset={c.preset!r} is built for a GPU and no GPU was found: use --preset "

@@ -1,12 +1,5 @@
-"""CIFAR-10 as uint8 tensors, and the loader that feeds training.
-
-``load_cifar10`` reads the official python layout (``cifar-10-batches-py/``) itself and checks its
-structure, so a rebuilt copy that is not byte-identical to the official archive is accepted.
-``DeviceLoader`` keeps the whole uint8 set on the device and augments batches there, drawing the
-order from (seed, epoch) and the augmentation from (seed, epoch, batch, rank): a resumed run starts
-at any batch without replaying the ones before. (The reference run's per-image PIL loader, for
-benchmarks: ``bench/pil_loader.py``.)
-"""
+"""CIFAR-10 as uint8 tensors, and the loader that feeds training (the reference run's per-image
+PIL loader, for benchmarks: ``bench/pil_loader.py``)."""
 
 from __future__ import annotations
 
@@ -23,7 +16,6 @@ from torch import Tensor
 
 from vitlib.augment import TrainAugment
 
-# Label k is CLASSES[k].
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FOLDER = "cifar-10-batches-py"
 SPLIT_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
@@ -79,26 +71,24 @@ def _read_batch(file: Path) -> tuple[Tensor, Tensor]:
     if not isinstance(labels, list) or len(labels) != len(data):
         found = len(labels) if isinstance(labels, list) else type(labels).__name__
         raise _invalid(file, f"b'labels' should be a list of {len(data)} labels, found {found}")
-    bad = [i for i, label in enumerate(labels) if not 0 <= label < len(CLASSES)]
-    if bad:
-        raise _invalid(
-            file, f"{len(bad)} labels outside 0..9 (first: {labels[bad[0]]} at index {bad[0]})"
-        )
+    if bad := [i for i, label in enumerate(labels) if not 0 <= label < len(CLASSES)]:
+        first = f"first: {labels[bad[0]]} at index {bad[0]}"
+        raise _invalid(file, f"{len(bad)} labels outside 0..9 ({first})")
     return torch.from_numpy(data).view(-1, 3, 32, 32), torch.tensor(labels, dtype=torch.int64)
 
 
-def _download(root: Path, train: bool, attempts: int = 3) -> None:
-    """Fetch the official archive into ``root`` with torchvision (md5-verified), with retries."""
+def _download(root: Path, train: bool) -> None:
+    """Fetch the official archive into ``root`` with torchvision (md5-verified), in three tries."""
     from torchvision.datasets import CIFAR10
 
-    for attempt in range(1, attempts + 1):
+    for attempt in (1, 2, 3):
         try:
             CIFAR10(str(root), train=train, download=True)
             return
         except (OSError, RuntimeError) as err:
-            if attempt == attempts:
+            if attempt == 3:
                 raise RuntimeError(
-                    f"Downloading CIFAR-10 into {root} failed {attempts} times ({err}). Check the "
+                    f"Downloading CIFAR-10 into {root} failed 3 times ({err}). Check the "
                     f"network, or place cifar-10-batches-py/ in {root} yourself."
                 ) from err
             time.sleep(2**attempt)
@@ -110,16 +100,15 @@ def load_cifar10(
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """CIFAR-10 ``split`` ("train": 50,000 images, "test": 10,000) in the canonical order:
     (images uint8 (N, 3, 32, 32), labels int64 (N,)). ``root`` holds ``cifar-10-batches-py/``
-    (default ``$VITLIB_DATA``); ``limit`` keeps the first N images (reading only the files
-    needed); ``download=True`` fetches the official archive with torchvision if any is missing."""
+    (default ``$VITLIB_DATA``), checked for structure, not bytes, so a rebuilt copy is accepted;
+    ``limit`` keeps the first N images (reading only the files needed); ``download=True`` fetches
+    the official archive with torchvision if a file is missing."""
     if split not in SPLIT_FILES:
         raise ValueError(f"split={split!r}: expected 'train' or 'test'")
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit}: expected a positive number of images or None")
     folder = resolve_data_root(root) / FOLDER
-    files = SPLIT_FILES[split]
-    if limit is not None:
-        files = files[: -(-limit // IMAGES_PER_FILE)]  # ceil(limit / 10,000) files
+    files = SPLIT_FILES[split][: None if limit is None else -(-limit // IMAGES_PER_FILE)]
     if download and not all((folder / name).is_file() for name in files):
         _download(folder.parent, train=split == "train")
     if not folder.is_dir():
@@ -138,12 +127,10 @@ def shard_indices(
     n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
     drop_last: bool = True, limit: int | None = None,
 ) -> Tensor:  # fmt: skip
-    """This rank's sample indices (CPU int64) for one epoch. The order, a permutation drawn from
-    (seed, epoch) alone, is the same on every rank; rank r takes its entries r, r + world_size, ...
-    (``DistributedSampler``'s rule), so global batch b (entries b*B..(b+1)*B-1) is split over the
-    ranks whatever their number. ``drop_last`` first cuts the order to a multiple of world_size
-    (equal shares); otherwise shares cover all n and differ in size by at most one. ``limit`` keeps
-    the first ``limit`` entries of the order: with ``shuffle``, a fresh random subset each epoch."""
+    """This rank's sample indices (CPU int64) for one epoch: entries r, r + world_size, ... of an
+    order drawn from (seed, epoch) alone (``DistributedSampler``'s rule), cut to its first ``limit``
+    (with ``shuffle``: a fresh subset each epoch) and, with ``drop_last``, to a multiple of
+    world_size (equal shares; otherwise they cover all n and differ in size by at most one)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be in 0..world_size-1 (world_size={world_size})")
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch, "order"))
@@ -154,31 +141,24 @@ def shard_indices(
 
 
 class DeviceLoader:
-    """Batches (images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,)) of a uint8 dataset
-    held whole on ``device``. ``train=True`` shuffles and runs the ``augment`` policy
-    (``vitlib.augment.POLICIES``) batched on the device; otherwise images are only converted to
-    float, in order. Call ``set_epoch(epoch)`` before each epoch (``start_batch=b``: start at batch
-    b, with exactly the batches an iteration from 0 yields there). ``rank``/``world_size`` shard
-    the order for DDP (``shard_indices``); ``drop_last`` (default: ``train``) drops the last
-    partial batch and the remainder that does not split evenly over the ranks. ``epoch_images``
-    makes each epoch a fresh random subset of that many images (default: all)."""
+    """Batches (images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,)) of uint8 images kept on
+    ``device``. ``train=True`` shuffles, augments there (``augment``) and drops partial batches;
+    otherwise they are only converted, in order. Randomness comes from (seed, epoch, batch, rank):
+    ``set_epoch(e, start_batch=b)`` resumes at b. Shards, ``epoch_images``: ``shard_indices``."""
 
     def __init__(
         self, images: Tensor, labels: Tensor, batch_size: int, *, train: bool,
         device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
-        drop_last: bool | None = None, augment: str = "recipe", epoch_images: int | None = None,
+        augment: str = "recipe", epoch_images: int | None = None,
     ) -> None:  # fmt: skip
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(
-                f"expected uint8 images (N, C, H, W) and N labels, got {images.dtype} "
-                f"{tuple(images.shape)} and {tuple(labels.shape)} (use load_cifar10)"
-            )
+            found = f"{images.dtype} {tuple(images.shape)} and {tuple(labels.shape)}"
+            raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {found}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected >= 1")
         self.images, self.labels = images.to(device), labels.to(device, torch.int64)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size, self.epoch_images = rank, world_size, epoch_images
-        self.drop_last = train if drop_last is None else drop_last
         self.augment = TrainAugment(policy=augment if train else "none")  # "none": only to float
         self.epoch = self.start_batch = 0
 
@@ -189,12 +169,12 @@ class DeviceLoader:
     def _indices(self) -> Tensor:
         return shard_indices(
             len(self.labels), shuffle=self.train, seed=self.seed, epoch=self.epoch, rank=self.rank,
-            world_size=self.world_size, drop_last=self.drop_last, limit=self.epoch_images,
+            world_size=self.world_size, drop_last=self.train, limit=self.epoch_images,
         )  # fmt: skip
 
     def __len__(self) -> int:
         n = len(self._indices())
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._indices().to(self.images.device)

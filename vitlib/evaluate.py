@@ -1,10 +1,6 @@
-"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, optional flip TTA::
-
-    model, state = load_model("runs/reference/best.pt")
-    result = evaluate_model(model, *load_cifar10(split="test"))  # dict of tensors and floats
-
-From a shell: ``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--datapath DIR] [--tta]``.
-"""
+"""Test-set evaluation: accuracy, per class, confusion matrix, optional flip TTA. From Python,
+``evaluate_model(load_model(path)[0], *load_cifar10(split="test"))``; from a shell,
+``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--datapath DIR] [--tta]``."""
 
 from __future__ import annotations
 
@@ -98,33 +94,42 @@ def attention_maps(model: RelViT, image: Tensor) -> Tensor:
     """Attention probabilities of every block for one uint8 image (3, H, W), in eval mode:
     float32 (blocks, heads, N_q, N_k) on the CPU; each row sums to 1."""
     inputs = []  # each block's attention input, recorded by a pre-hook
-    device = next(model.parameters()).device
+    with contextlib.ExitStack() as hooks:  # removed on exit
+        for block in model.blocks:
+            hook = block.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+            hooks.enter_context(hook)
+        predict(model, image[None])  # the forward pass that the hooks record
     with eval_mode(model):
-        with contextlib.ExitStack() as hooks:  # removed on exit
-            for block in model.blocks:
-                hook = block.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
-                hooks.enter_context(hook)
-            model(image[None].to(device).float().div(255))
         maps = [blk.attn.attention_map(x)[0] for blk, x in zip(model.blocks, inputs, strict=True)]
     return torch.stack(maps).float().cpu()
 
 
-def format_report(result: dict, classes: tuple[str, ...] = CLASSES) -> str:
-    """Accuracy, per-class accuracy and the confusion matrix as plain text."""
-    confusion = result["confusion"]
-    width = max(len(c) for c in classes)
+def format_report(result: dict) -> str:
+    """Accuracy, per-class accuracy and the confusion matrix of ``evaluate_model`` as plain text."""
+    width = max(len(c) for c in CLASSES)
     lines = [f"test accuracy: {100 * result['accuracy']:.2f}%  (loss {result['loss']:.4f})", ""]
-    per_class = zip(classes, per_class_accuracy(confusion).tolist(), strict=True)
+    per_class = zip(CLASSES, per_class_accuracy(result["confusion"]).tolist(), strict=True)
     lines += [f"{c:>{width}}  {100 * a:6.2f}%" for c, a in per_class]
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-    lines.append(" " * width + "".join(f"{c[:5]:>7}" for c in classes))
-    rows = zip(classes, confusion.tolist(), strict=True)
+    header = " " * width + "".join(f"{c[:5]:>7}" for c in CLASSES)
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)", header]
+    rows = zip(CLASSES, result["confusion"].tolist(), strict=True)
     lines += [f"{c:>{width}}" + "".join(f"{v:7d}" for v in row) for c, row in rows]
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m vitlib.evaluate``."""
+def _model_and_source(args: argparse.Namespace) -> tuple[RelViT, str]:
+    """The model the command line names (a shipped one or a checkpoint's) and a line about it."""
+    if args.pretrained:
+        model = load_pretrained(args.pretrained, args.device)
+        info, acc = model.pretrained_info, "test_acc_tta" if args.tta else "test_acc"
+        about = f"{info['model']}, {info['epochs']} epochs, recorded {100 * info[acc]:.2f}%"
+        return model, f"pretrained {args.pretrained!r}: {about}"
+    model, state = load_model(args.checkpoint, args.device)
+    weights = f"epoch {state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
+    return model, f"{args.checkpoint}: {state['model_name']}, {weights}"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.evaluate", allow_abbrev=False,
         description="Evaluate a vitlib checkpoint or shipped model on the CIFAR-10 test set.",
@@ -132,33 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("checkpoint", nargs="?", help="a last.pt or best.pt written by vitlib.train")
     which.add_argument("--pretrained", metavar="NAME", help=f"a shipped model: {list_pretrained()}")
-    parser.add_argument(
-        "--datapath", "--data", help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)"
-    )
-    parser.add_argument("--tta", action="store_true", help="average with the mirror images")
-    parser.add_argument("--device", type=resolve_device, default="auto", help="auto, cpu, cuda:N")
-    parser.add_argument(
-        "--batch-size", "--batch_size", type=int, default=500, help="batch (default: %(default)s)"
-    )
-    parser.add_argument("--limit", type=int, help="evaluate on the first N test images only")
-    return parser
-
-
-def _model_and_source(args: argparse.Namespace) -> tuple[RelViT, str]:
-    """The model the command line names (a shipped one or a checkpoint's) and a line about it."""
-    if args.pretrained:
-        model = load_pretrained(args.pretrained, args.device)
-        info = model.pretrained_info
-        recorded = 100 * info["test_acc_tta" if args.tta else "test_acc"]
-        epochs = f"{info['epochs']} epochs, recorded {recorded:.2f}%"
-        return model, f"pretrained {args.pretrained!r}: {info['model']}, {epochs}"
-    model, state = load_model(args.checkpoint, args.device)
-    weights = f"epoch {state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
-    return model, f"{args.checkpoint}: {state['model_name']}, {weights}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    add = parser.add_argument
+    add("--datapath", "--data", help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")
+    add("--tta", action="store_true", help="average with the mirror images")
+    add("--device", type=resolve_device, default="auto", help="auto, cpu, cuda:N")
+    add("--batch-size", "--batch_size", type=int, default=500, help="batch (default: %(default)s)")
+    add("--limit", type=int, help="evaluate on the first N test images only")
+    args = parser.parse_args(argv)
     try:
         model, source = _model_and_source(args)
         images, labels = load_cifar10(args.datapath, "test", limit=args.limit)

@@ -72,22 +72,20 @@ def compiled(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None)
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes a new allocation can still get: free GPU memory, or the operating system's
-    ``MemAvailable`` (RAM not in use, page cache included) on a CPU."""
+    """Bytes a new allocation can still get: free GPU memory, or on a CPU the operating system's
+    ``MemAvailable`` (page cache included; elsewhere than Linux, all physical memory)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):  # not Linux: all physical memory
+            return int(dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> int:
     """Bytes of the tensors autograd keeps for the backward pass, per training image: counted on
-    the CPU over a forward pass of two 32x32 images through a copy of ``model`` (in ``dtype``
-    autocast if given)."""
+    the CPU over two 32x32 images through a copy of ``model`` (in ``dtype`` autocast if given)."""
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -95,11 +93,9 @@ def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> i
         return t
 
     probe = copy.deepcopy(model).to("cpu").train()  # a copy: BatchNorm statistics stay untouched
-    with (
-        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-        autocast(torch.device("cpu"), dtype),
-    ):
-        probe(torch.zeros(2, 3, 32, 32))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with autocast(torch.device("cpu"), dtype):
+            probe(torch.zeros(2, 3, 32, 32))
     return sum(saved.values()) // 2
 
 

@@ -24,7 +24,6 @@ from torch import nn
 
 from .attention import SelfAttention2d, check_attention
 from .patching import PatchStem, StridedConvStem, check_patch_size, check_power_of_two
-from .resnet import ResNet, ResNetConfig
 
 STEMS = {"patch": PatchStem, "conv": StridedConvStem}
 # ModelConfig's checks: fields -> (test of each value, what the test asks for).
@@ -206,8 +205,6 @@ MODELS: dict[str, tuple[type[nn.Module], type, dict]] = {
         "patch_size": 4, "stem": "conv", "dim": 128, "depth": 4, "mlp_ratio": 2,
         "head_dropout": 0.0, "projection": "depthwise",
     }),
-    # The CNN baseline of notebook 07: ResNet-20 for CIFAR (He et al. 2016), 0.27M parameters.
-    "resnet20_cifar10": (ResNet, ResNetConfig, {"depth": 20}),
 }  # fmt: skip
 
 
@@ -216,7 +213,7 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def model_config(name: str, **overrides) -> ModelConfig | ResNetConfig:
+def model_config(name: str, **overrides) -> ModelConfig:
     """The config of model ``name``, its fields ``overrides`` replacing the registry's values;
     a ``ValueError`` names an unknown model or option, or a bad value."""
     if name not in MODELS:

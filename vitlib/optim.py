@@ -1,14 +1,11 @@
-"""AdamW with the reference weight-decay rule: decay only the ``.weight`` of ``nn.Conv2d`` and
-``nn.Linear`` modules; biases, LayerNorm, residual gammas, position embeddings and relative
-position tables get no decay.
+"""AdamW with the seed's weight-decay rule: only the ``.weight`` of ``nn.Conv2d`` and ``nn.Linear``
+decays; biases, LayerNorm, residual gains, position embeddings and relative tables do not.
 
-AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization",
-https://arxiv.org/abs/1711.05101) *decouples* the decay from the gradient: it shrinks the weights
-directly instead of adding ``wd * p`` to the gradient, where Adam's division by
-``sqrt(v_hat)`` would rescale it per parameter. ``torch.optim.AdamW`` multiplies the decay by the
-learning rate, ``p -= lr * wd * p`` (so it follows the schedule and scales with the peak lr); the
-paper multiplies its ``lambda`` by the schedule multiplier ``eta_t`` only, independently of the
-Adam step size ``alpha``. PyTorch's ``weight_decay`` is therefore the paper's ``lambda / alpha``.
+AdamW (Loshchilov & Hutter 2019, https://arxiv.org/abs/1711.05101) *decouples* the decay from
+the gradient: it shrinks the weights directly instead of adding ``wd * p`` to the gradient, which
+Adam's division by ``sqrt(v_hat)`` would rescale per parameter. ``torch.optim.AdamW`` shrinks by
+``lr * wd * p`` (following the schedule); the paper by ``eta_t * lambda``, independently of the
+step size ``alpha``, so PyTorch's ``weight_decay`` is the paper's ``lambda / alpha``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""Trained models shipped with vitlib: weights as ``.safetensors``, provenance beside them.
-
-    vitlib.list_pretrained()                      # ['cpu-quick']
-    model = vitlib.load_pretrained("cpu-quick")   # RelViT in eval mode, weights loaded
-    model.pretrained_info["test_acc"]             # measured test accuracy (a fraction)
-
-Each model is two files in ``vitlib/pretrained/``: ``NAME.safetensors`` (the ``state_dict``,
-float32, read without pickle) and ``NAME.json`` (its provenance: the ``ModelConfig``, the
-training preset and config, the command, hardware, torch version, date, wall time and the test
-accuracy, one view and with flip TTA). The same JSON is stored in the safetensors header under
-``"vitlib"``, so a copied weights file still knows what it is.
-
+"""Trained models shipped with vitlib (``vitlib.load_pretrained("cpu-quick")``), two files each in
+``vitlib/pretrained/``: ``NAME.safetensors``, the float32 ``state_dict`` (read without pickle), and
+``NAME.json``, its provenance (``ModelConfig``, training preset and config, command, hardware, torch
+version, date, wall time, test accuracy with and without flip TTA), also stored in the safetensors
+header under ``HEADER_KEY``, so that a copied weights file still knows what it is.
 ``bench/ship_pretrained.py`` writes them from a run of notebook 05;
 ``python -m vitlib.evaluate --pretrained NAME`` measures them again.
 """
@@ -40,8 +33,7 @@ def list_pretrained() -> list[str]:
 
 def pretrained_info(name: str) -> dict:
     """The provenance of a shipped model (``NAME.json``); refuses an unknown name."""
-    known = list_pretrained()
-    if name not in known:
+    if name not in (known := list_pretrained()):
         raise ValueError(f"unknown pretrained model {name!r}: choose one of {known}")
     return json.loads((pretrained_dir() / f"{name}.json").read_text())
 
@@ -51,7 +43,6 @@ def load_pretrained(name: str, device: str | torch.device = "cpu") -> RelViT:
     (its provenance, ``test_acc`` as a fraction)."""
     info = pretrained_info(name)
     model = create_model(info["model"], **info["model_config"])
-    weights = load_file(pretrained_dir() / f"{name}.safetensors", device=str(device))
-    model.load_state_dict(weights)
+    model.load_state_dict(load_file(pretrained_dir() / f"{name}.safetensors", device=str(device)))
     model.pretrained_info = info
     return model.to(device).eval()

@@ -163,31 +163,22 @@ def write_metrics(run_dir: Path, rows: list[dict], append: bool = False) -> None
 # ---------------------------------------------------------------- checkpoints and resuming
 
 
-def checkpoint_state(run: Run) -> dict:
-    """What last.pt holds: weights (and EMA), optimizer, loss scaler, progress and the config, as
-    plain tensors, numbers, strings, lists and dicts (``torch.load(weights_only=True)``)."""
-    ema = run.ema
-    return {
-        "model": run.model.state_dict(),
-        "ema": ema.module.state_dict() if ema is not None else None,
-        "ema_n_averaged": int(ema.n_averaged) if ema is not None else 0,
-        "model_name": run.config.model,
-        "model_config": dataclasses.asdict(run.model.config),
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "epoch": run.progress.epoch,
-        "step": run.progress.step,
-        "progress": dataclasses.asdict(run.progress),
-        "world_size": run.info.world_size,
-        "config": dataclasses.asdict(run.config),
-    }
-
-
 def save_last(run: Run) -> dict | None:
-    """Write last.pt on the main process; returns what was written (None elsewhere)."""
+    """Write last.pt on the main process: weights (and EMA), optimizer, loss scaler, progress and
+    the config, as plain tensors, numbers, strings, lists and dicts, which
+    ``torch.load(weights_only=True)`` reads. Returns what was written (None elsewhere)."""
     if not run.info.is_main:
         return None
-    saved = checkpoint_state(run)
+    ema, p = run.ema, run.progress
+    saved = {
+        "model": run.model.state_dict(), "model_name": run.config.model,
+        "model_config": dataclasses.asdict(run.model.config),
+        "ema": None if ema is None else ema.module.state_dict(),
+        "ema_n_averaged": 0 if ema is None else int(ema.n_averaged),
+        "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+        "epoch": p.epoch, "step": p.step, "progress": dataclasses.asdict(p),
+        "world_size": run.info.world_size, "config": dataclasses.asdict(run.config),
+    }  # fmt: skip
     save(run.run_dir / "last.pt", saved)
     return saved
 
@@ -215,7 +206,7 @@ def load_resumable(config: TrainConfig, is_main: bool) -> dict | None:
     run_dir = Path(config.out)
     if not config.resume:
         return None
-    if run_dir.is_dir() and not any((run_dir / n).exists() for n in ("last.pt", "best.pt")):
+    if run_dir.is_dir() and not any(run_dir.glob("*.pt")):
         if is_main:
             print(f"{run_dir} has no checkpoint yet: starting the run from the beginning")
         return None
@@ -264,12 +255,10 @@ def restore(run: Run, saved: dict) -> None:
 def restore_best(run_dir: Path, saved: dict) -> None:
     """Rewrite best.pt from an epoch-end state that was the best so far, in case the run was
     killed between writing last.pt and best.pt."""
-    progress = saved["progress"]
-    history = progress["history"]
-    if progress["batch"] or not history:
-        return
-    if history[-1][selection_metric(saved["config"]["val_split"])] < progress["best_acc"]:
-        return
+    progress, history = saved["progress"], saved["progress"]["history"]
+    metric = selection_metric(saved["config"]["val_split"])
+    if progress["batch"] or not history or history[-1][metric] < progress["best_acc"]:
+        return  # not an epoch end, or not the best epoch
     try:
         best_epoch = load_checkpoint(run_dir / "best.pt")["epoch"]
     except (FileNotFoundError, CheckpointError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -12,35 +13,31 @@ from torch.utils.flop_counter import FlopCounterMode
 from .evaluate import eval_mode
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (every one, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_image(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> int:
-    """Forward FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2):
-    the matrix products and convolutions (attention's two products included), not the elementwise
-    work (softmax, bias adds, LayerNorm, GELU, residual adds, dropout). Autograd stays on: without
-    it a CPU would run attention in its flash kernel, which the counter does not see."""
-    device = next(model.parameters()).device
-    image = torch.zeros(1, in_channels, image_size, image_size, device=device)
+def flops_per_image(model: nn.Module) -> int:
+    """Forward FLOPs for one 32x32 image by ``torch.utils.flop_counter`` (a multiply-add is 2): the
+    matrix products and convolutions, attention's included, not the elementwise work (softmax,
+    LayerNorm, GELU, adds). Autograd stays on, else CPU attention runs an uncounted flash kernel."""
     with eval_mode(model, no_grad=False), FlopCounterMode(display=False) as counter:
-        model(image)
+        model(torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device))
     return counter.get_total_flops()
 
 
-def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str:
-    """A table of the model's top-level parts: output shape and parameters for one image."""
+def summary(model: nn.Module) -> str:
+    """A table of the model's top-level parts: output shape and parameters for one 32x32 image."""
     rows: list[tuple[str, str, int]] = []  # (part, its type and output shape, its parameters)
 
     def record(name: str, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         rows.append((name, type(module).__name__ + str(tuple(out.shape)), count_parameters(module)))
 
-    device = next(model.parameters()).device
-    with eval_mode(model), contextlib.ExitStack() as hooks:  # the hooks are removed on exit
+    with contextlib.ExitStack() as hooks:  # the hooks are removed on exit
         for name, child in _parts(model):
             hooks.enter_context(child.register_forward_hook(functools.partial(record, name)))
-        model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+        giga = flops_per_image(model) / 1e9  # its forward pass fills the rows
     own = sum(p.numel() for p in model.parameters(recurse=False))
     if own:  # parameters of the model itself, e.g. the position embedding
         rows.append(("(own parameters)", "", own))
@@ -48,17 +45,12 @@ def summary(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> str
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{'part':<{width}}  {'output (1 image)':<32}{'parameters':>12}"]
     lines += [f"{name:<{width}}  {shape:<32}{params:>12,}" for name, shape, params in rows]
-    giga = flops_per_image(model, image_size, in_channels) / 1e9
     lines.append(f"forward FLOPs per image: {giga:.2f} G ({giga / 2:.2f} G multiply-adds)")
     return "\n".join(lines)
 
 
-def _parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """Top-level children, with a ``ModuleList`` opened into its items (``blocks.0``, ...)."""
-    parts = []
     for name, child in model.named_children():
-        if isinstance(child, nn.ModuleList):
-            parts += [(f"{name}.{i}", item) for i, item in enumerate(child)]
-        else:
-            parts.append((name, child))
-    return parts
+        opened = isinstance(child, nn.ModuleList)
+        yield from ((f"{name}.{i}", c) for i, c in enumerate(child)) if opened else [(name, child)]

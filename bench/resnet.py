@@ -12,6 +12,10 @@ with ``depth = 6n + 2`` layers (ResNet-20: n = 3, 0.27M parameters). The blocks 
 ``BasicBlock`` (two 3x3 convolutions with BatchNorm); where the shape changes, the shortcut is a
 strided 1x1 convolution with BatchNorm (the paper's option B; its CIFAR models use option A,
 zero-padding, which has no parameters).
+
+Notebook 07's baseline, not part of vitlib: importing this file registers it in vitlib's model
+registry as ``resnet20_cifar10``, so that ``vitlib.create_model``, ``vitlib.train.train`` and
+``vitlib.evaluate.load_model`` build it by name from then on (bench/ablations.py imports it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
+
+from vitlib.model import MODELS
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,6 @@ class ResNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(images))  # (B, 4w, H/4, W/4)
         return self.head(x.mean(dim=(2, 3)))  # global average pool -> (B, classes)
+
+
+MODELS["resnet20_cifar10"] = (ResNet, ResNetConfig, {"depth": 20})  # 0.27M parameters
