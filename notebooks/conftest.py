@@ -23,3 +23,10 @@ def pytest_report_header(config):
             "(set VITLIB_DATA to the folder holding cifar-10-batches-py/)"
         )
     return None
+
+
+def pytest_collection_modifyitems(items):
+    """nbval re-runs whole notebooks: part of ``-m slow``, left out of the quick subset."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker("slow")

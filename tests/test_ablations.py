@@ -71,6 +71,7 @@ def test_variants_remove_what_they_say():
     assert count["ResNet-20 (a CNN)"] == 272_474
 
 
+@pytest.mark.slow
 def test_run_ablations_writes_resumable_csv_files(tmp_path, cifar_root, monkeypatch):
     names = ["full model", "ResNet-20 (a CNN)"]
     runs, curves = run_ablations(0.05, [0], tmp_path, names, str(cifar_root), tiny=True)
@@ -130,6 +131,7 @@ def test_committed_results_cover_every_variant_with_two_seeds():
     assert figures.ablation_figure(runs, curves).axes
 
 
+@pytest.mark.slow
 def test_bench_ablations_tiny(tmp_path, cifar_root):
     results = tmp_path / "RESULTS.md"
     command = [sys.executable, str(BENCH / "ablations.py"), "--tiny", "--minutes", "0.05",
@@ -154,6 +156,7 @@ def test_resnet20_is_he_et_al_cifar_resnet():
         create_model("resnet20_cifar10", depth=18)
 
 
+@pytest.mark.slow
 def test_resnet_is_registered_by_bench_not_by_vitlib():
     """vitlib knows only its ViTs; importing bench/resnet.py (as bench/ablations.py does) adds
     ``resnet20_cifar10`` to the registry that ``create_model`` and training read."""

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs a script or a notebook
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 

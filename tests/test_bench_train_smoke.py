@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs a script or a notebook
+
 BENCH = Path(__file__).parents[1] / "bench" / "train_cpu.py"
 
 

@@ -41,6 +41,7 @@ def _load_bench_module(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_bench_figures_writes_every_figure(cifar_root, tmp_path):
     out = tmp_path / "Images"
     figures = _load_bench_module("figures")

@@ -195,6 +195,7 @@ def test_overfits_32_real_images(cifar_root):
     )
 
 
+@pytest.mark.slow
 def test_torch_compile_runs_on_cpu():
     model = vitlib.create_model("vit_cifar10_small", depth=1, head_dropout=0.0)
     images = torch.rand(4, 3, 32, 32)

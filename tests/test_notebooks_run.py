@@ -25,6 +25,8 @@ from vitlib.checkpoint import load_checkpoint  # noqa: E402
 from vitlib.data import load_cifar10  # noqa: E402
 from vitlib.evaluate import evaluate_model, load_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test here runs a script or a notebook
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 BENCH = NOTEBOOKS.parent / "bench"
 TINY = {

@@ -71,6 +71,7 @@ def test_unknown_name_lists_the_known_ones():
         vitlib.load_pretrained("cpu-slow")
 
 
+@pytest.mark.slow
 def test_shipped_weights_reach_their_recorded_accuracy(real_cifar_root, capsys):
     """The whole test set through the command line, in float32 as recorded: within 0.3 points."""
     assert evaluate_main(["--pretrained", NAME, "--datapath", str(real_cifar_root)]) == 0

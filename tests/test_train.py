@@ -161,6 +161,18 @@ def test_sigterm_mid_epoch_saves_and_resume_is_exact(uninterrupted, tmp_path, ti
     assert_same_tensors(weights(out), weights(uninterrupted[0]))
 
 
+def test_a_stop_at_an_epochs_last_step_resumes_with_its_record_intact(uninterrupted, tmp_path,
+                                                                       tiny_config):  # fmt: skip
+    """SIGTERM before step 6, the last of epoch 1: last.pt holds the finished batches of an
+    epoch not yet evaluated; the resumed run evaluates it with that epoch's learning rate."""
+    out = tmp_path / "run"
+    sigterm = at_step(STEPS, lambda images: signal.raise_signal(signal.SIGTERM))
+    assert train(tiny_config(out), on_batch=sigterm)["interrupted"] == signal.SIGTERM
+    resumed = train(tiny_config(out, resume=True))
+    assert [r["lr"] for r in resumed["history"]] == [r["lr"] for r in uninterrupted[1]["history"]]
+    assert_same_tensors(weights(out), weights(uninterrupted[0]))
+
+
 def test_second_run_into_the_same_directory_refuses(uninterrupted, tiny_config):
     out = uninterrupted[0]
     with pytest.raises(TrainingError, match="already holds a run .*--resume"):

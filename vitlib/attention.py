@@ -54,12 +54,9 @@ CPU_CHUNK = 8  # images per call of the CPU math kernel (see biased_attention)
 
 
 def biased_attention(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    bias: torch.Tensor | None,
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
     scale: float,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """``softmax(Q K^T * scale + bias) V`` by ``scaled_dot_product_attention``.
 
     queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` or ``None`` (no bias)
@@ -89,25 +86,13 @@ class SelfAttention2d(nn.Module):
     """Multi-head self-attention over the tokens ``(B, N, C)`` of an ``H x W`` map, ``N = H * W``
     in row-major order. ``relative_position=False`` (an ablation) leaves ``rel_pos`` ``None``."""
 
-    def __init__(
-        self,
-        dim: int,
-        head_channels: int,
-        grid: tuple[int, int],
-        form: str = "fused",
-        projection: str = "pointwise",
-        relative_position: bool = True,
-    ):
+    def __init__(self, dim: int, head_channels: int, grid: tuple[int, int], form: str = "fused",
+                 projection: str = "pointwise", relative_position: bool = True):  # fmt: skip
         super().__init__()
         check_attention(dim, head_channels, form, projection)
-        self.form = form
-        self.grid = grid
-        self.heads = dim // head_channels
-        self.head_channels = head_channels
-        self.scale = head_channels**-0.5
-
-        # projection="depthwise": one 3x3 filter per channel, before the 1x1 q, k, v projections.
-        self.spatial = None
+        self.form, self.grid, self.head_channels = form, grid, head_channels
+        self.heads, self.scale = dim // head_channels, head_channels**-0.5
+        self.spatial = None  # projection="depthwise": a 3x3 filter per channel before q, k, v
         if projection == "depthwise":
             self.spatial = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
         self.to_queries = nn.Conv2d(dim, dim, kernel_size=1)
@@ -165,8 +150,7 @@ class SelfAttention2d(nn.Module):
         weight = torch.cat([conv.weight for conv in convs]).flatten(1)  # (3C, C)
         bias = torch.cat([conv.bias for conv in convs])  # (3C,)
         qkv = F.linear(x, weight, bias).view(b, n, 3, self.heads, self.head_channels)
-        queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return queries, keys, values
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def attention_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """The attention probabilities ``(B, heads, N_q, N_k)``; each row sums to 1."""

@@ -7,14 +7,14 @@ The reference run fed PIL images, whose blends round and whose rotation picks ot
 at some borders: there Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate
 on about 2% (tests/test_augment.py bounds the mean difference). Randomness comes from a CPU
 ``torch.Generator``, so a seed gives the same augmentation on every device; the pixel work loops
-over the 14 ops, never over images.
-"""
+over the 14 ops, never over images."""
 
 from __future__ import annotations
 
 import math
 import random
 import typing
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -54,15 +54,12 @@ def _per_image(magnitude: float | Tensor, n: int) -> Tensor:
 
 # ---------------------------------------------------------------- geometric ops (grid_sample)
 def _warp(images: Tensor, theta: Tensor) -> Tensor:
-    """Nearest-neighbour warp, zero fill: torchvision's ``_gen_affine_grid`` + ``grid_sample``.
-    images uint8 (n, C, H, W), theta float64 (n, 2, 3) -> uint8 (n, C, H, W). The grid is built
-    elementwise (no matmul for TF32 to move), in the rounding order of torchvision's CPU ``bmm``."""
-    n, _, h, w = images.shape
-    dev = images.device
+    """torchvision's ``_gen_affine_grid`` and nearest ``grid_sample`` (zero fill) by theta float64
+    (n, 2, 3), the grid built elementwise in its CPU ``bmm``'s rounding order (no TF32 matmul)."""
+    (n, _, h, w), dev = images.shape, images.device
     xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, 1, w)
     ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=dev).view(1, h, 1)
-    theta = theta.to(device=dev, dtype=torch.float32)
-    rescaled = theta / torch.tensor([0.5 * w, 0.5 * h], device=dev).view(1, 2, 1)
+    rescaled = theta.to(dev, torch.float32) / torch.tensor([[0.5 * w], [0.5 * h]], device=dev)
     r = rescaled.view(n, 6, 1, 1).unbind(dim=1)
     gx = torch.addcmul(xs * r[0], ys, r[1]) + r[2]
     gy = torch.addcmul(xs * r[3], ys, r[4]) + r[5]
@@ -88,26 +85,15 @@ def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
     return _warp(images, torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3))
 
 
-def shear_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """ShearX by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
+def shear(images: Tensor, magnitude: float | Tensor, axis: str) -> Tensor:
+    """Shear along ``axis`` ("x" or "y") by the factor ``magnitude`` about the top-left corner."""
     degrees = torch.rad2deg(torch.atan(_per_image(magnitude, len(images))))
-    return _affine(images, corner=True, shear_x=degrees)
+    return _affine(images, corner=True, **{f"shear_{axis}": degrees})
 
 
-def shear_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """ShearY by ``magnitude`` (the shear factor, signed). uint8 (n, C, H, W) -> same."""
-    degrees = torch.rad2deg(torch.atan(_per_image(magnitude, len(images))))
-    return _affine(images, corner=True, shear_y=degrees)
-
-
-def translate_x(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """Shift right by ``int(magnitude)`` pixels (truncated toward 0). uint8 (n, C, H, W)."""
-    return _affine(images, tx=torch.trunc(_per_image(magnitude, len(images))))
-
-
-def translate_y(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """Shift down by ``int(magnitude)`` pixels (truncated toward 0). uint8 (n, C, H, W)."""
-    return _affine(images, ty=torch.trunc(_per_image(magnitude, len(images))))
+def translate(images: Tensor, magnitude: float | Tensor, axis: str) -> Tensor:
+    """Shift along ``axis`` ("x": right, "y": down) by ``int(magnitude)`` pixels (toward 0)."""
+    return _affine(images, **{f"t{axis}": torch.trunc(_per_image(magnitude, len(images)))})
 
 
 def rotate(images: Tensor, magnitude: float | Tensor) -> Tensor:
@@ -120,8 +106,7 @@ def _blend(images: Tensor, other: Tensor, magnitude: float | Tensor) -> Tensor:
     """torchvision's ``_blend`` with f = 1 + magnitude: f * images + (1 - f) * other in float32,
     clamped and truncated to uint8. images uint8 (n, C, H, W); other broadcastable to them."""
     factor = 1.0 + _per_image(magnitude, len(images))
-    ratio = factor.float().view(-1, 1, 1, 1).to(images.device)
-    rest = (1.0 - factor).float().view(-1, 1, 1, 1).to(images.device)
+    ratio, rest = (f.float().view(-1, 1, 1, 1).to(images.device) for f in (factor, 1.0 - factor))
     return (ratio * images + rest * other).clamp_(0, 255).to(torch.uint8)
 
 
@@ -147,8 +132,7 @@ def contrast(images: Tensor, magnitude: float | Tensor) -> Tensor:
 
 
 def sharpness(images: Tensor, magnitude: float | Tensor) -> Tensor:
-    """Sharpen by ``1 + magnitude``: blend with a copy smoothed by [[1, 1, 1], [1, 5, 1],
-    [1, 1, 1]] / 13, its border pixels kept. uint8 (n, C, H, W) -> same."""
+    """Sharpen by ``1 + magnitude``: blend with a [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 blur."""
     c = images.shape[1]
     kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=images.device) / 13
     smooth = F.conv2d(images.float(), kernel.expand(c, 1, 3, 3), groups=c).round_()
@@ -172,8 +156,7 @@ def solarize(images: Tensor, magnitude: float | Tensor) -> Tensor:
 
 def autocontrast(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
     """Stretch each channel to 0..255 (``magnitude`` ignored). uint8 (n, C, H, W) -> same."""
-    lo = images.amin(dim=(-2, -1), keepdim=True).float()
-    hi = images.amax(dim=(-2, -1), keepdim=True).float()
+    lo, hi = (extreme(dim=(-2, -1), keepdim=True).float() for extreme in (images.amin, images.amax))
     flat = hi == lo  # a constant channel stays as it is
     scale = torch.where(flat, 1.0, 255.0 / (hi - lo))
     return ((images - torch.where(flat, 0.0, lo)) * scale).clamp_(0, 255).to(torch.uint8)
@@ -181,27 +164,21 @@ def autocontrast(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
 
 def equalize(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
     """Histogram-equalise each channel by torchvision's LUT rule (``magnitude`` ignored). uint8."""
-    n, c, h, w = images.shape
-    flat = images.reshape(n * c, h * w).long()
-    hist = torch.zeros(n * c, 256, dtype=torch.long, device=images.device)
-    hist.scatter_add_(1, flat, torch.ones_like(flat))
-    top_count = hist.gather(1, flat.amax(dim=1, keepdim=True))
-    step = (h * w - top_count) // 255  # (n*c, 1): all pixels but the brightest value's, / 255
-    lut = (hist.cumsum(1) + step // 2) // step.clamp(min=1)
-    lut = F.pad(lut, (1, 0))[:, :-1].clamp(0, 255)
-    out = torch.where(step == 0, flat, lut.gather(1, flat))
-    return out.to(torch.uint8).view(n, c, h, w)
-
-
-def identity(images: Tensor, magnitude: float | Tensor = 0.0) -> Tensor:
-    """The image unchanged. uint8 (n, C, H, W) -> same."""
-    return images
+    flat = images.flatten(2).long()  # (n, C, H*W)
+    hist = flat.new_zeros(*flat.shape[:2], 256).scatter_add_(2, flat, torch.ones_like(flat))
+    top_count = hist.gather(2, flat.amax(dim=2, keepdim=True))
+    step = (flat.shape[2] - top_count) // 255  # (n, C, 1): all pixels but the brightest's, / 255
+    lut = (hist.cumsum(2) + step // 2) // step.clamp(min=1)
+    lut = F.pad(lut, (1, 0))[..., :-1].clamp(0, 255)
+    return torch.where(step == 0, flat, lut.gather(2, flat)).to(torch.uint8).view_as(images)
 
 
 OP_FUNCTIONS = {  # name in OPS -> op(images uint8 (n, C, H, W), magnitude) -> same
-    "Identity": identity, "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
-    "TranslateY": translate_y, "Rotate": rotate, "Brightness": brightness, "Color": color,
-    "Contrast": contrast, "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
+    "Identity": lambda images, magnitude: images,
+    "ShearX": partial(shear, axis="x"), "ShearY": partial(shear, axis="y"),
+    "TranslateX": partial(translate, axis="x"), "TranslateY": partial(translate, axis="y"),
+    "Rotate": rotate, "Brightness": brightness, "Color": color, "Contrast": contrast,
+    "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
     "AutoContrast": autocontrast, "Equalize": equalize,
 }  # fmt: skip
 
@@ -239,11 +216,9 @@ def sample_flip_crop(n: int, generator: torch.Generator | None) -> tuple[Tensor,
 
 
 def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor) -> Tensor:
-    """Horizontal flip where ``flip``, then a crop of the zero-padded image at (top, left), as
-    ``RandomHorizontalFlip`` then ``RandomCrop(size, PADDING)``; one gather for both.
-    images (n, C, H, W) any dtype; flip bool (n,); top, left int64 (n,) in 0..2*PADDING."""
-    n, c, h, w = images.shape
-    dev = images.device
+    """``RandomHorizontalFlip`` where ``flip``, then ``RandomCrop(size, PADDING)`` at (top, left),
+    in one gather. images (n, C, H, W) any dtype; flip bool (n,); top, left int64 (n,)."""
+    (n, c, h, w), dev = images.shape, images.device
     padded = F.pad(images, (PADDING,) * 4)
     pw = w + 2 * PADDING
     rows = top.to(dev)[:, None] + torch.arange(h, device=dev)
@@ -268,8 +243,7 @@ def sample_erasing(
     fits = (h < height) & (w < width)
     first = fits.long().argmax(dim=1, keepdim=True)  # index of the first fitting try
     use = apply & fits.any(dim=1)
-    h = torch.where(use, h.gather(1, first).squeeze(1), 0)
-    w = torch.where(use, w.gather(1, first).squeeze(1), 0)
+    h, w = (torch.where(use, side.gather(1, first).squeeze(1), 0) for side in (h, w))
     top = (torch.rand(n, generator=generator) * (height - h + 1)).long()
     left = (torch.rand(n, generator=generator) * (width - w + 1)).long()
     return torch.stack([top, left, h, w], dim=1)
@@ -277,10 +251,9 @@ def sample_erasing(
 
 def erase(images: Tensor, boxes: Tensor) -> Tensor:
     """Zero box (top, left, h, w) of image i. images (n, C, H, W); boxes int64 (n, 4)."""
-    _, _, h, w = images.shape
     top, left, bh, bw = boxes.to(images.device).view(-1, 4, 1, 1).unbind(dim=1)  # (n, 1, 1) each
-    rows = torch.arange(h, device=images.device)[:, None]  # (H, 1)
-    cols = torch.arange(w, device=images.device)  # (W,)
+    rows = torch.arange(images.shape[-2], device=images.device)[:, None]  # (H, 1)
+    cols = torch.arange(images.shape[-1], device=images.device)  # (W,)
     inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)  # (n, H, W)
     return images.masked_fill(inside.unsqueeze(1), 0.0)
 

@@ -68,7 +68,8 @@ def _checksum_lines(path: Path, digests: list[str]) -> bytes:
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``, whole or not at all: a temporary file in the same folder,
     fsynced, renamed over ``path``, then the folder fsynced (where folders can be opened). On
-    ``OSError`` the previous file is untouched and the temporary file is removed."""
+    ``OSError`` the previous file is untouched and the temporary file is removed. (By hand: the
+    library for it, atomicwrites, has been unmaintained since 2022.)"""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

@@ -9,7 +9,8 @@ cores (bench/shared_cores.py). With one thread there is no barrier to wait at.
 ``CpuThreads.update()`` (after every step; cheap) looks every few seconds at the CPU time other
 processes used and sets ``torch.set_num_threads`` to the cores they left free. Linux only (it
 reads ``/proc/stat``). ``OMP_NUM_THREADS`` turns it off, for bitwise repeats on a shared machine
-(a sum split over another number of threads can round differently).
+(a sum split over another number of threads can round differently). Written here because no
+library adapts PyTorch's thread count to other processes' load.
 """
 
 from __future__ import annotations

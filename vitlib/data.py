@@ -1,5 +1,4 @@
-"""CIFAR-10 as uint8 tensors, and the loader that feeds training (the reference run's per-image
-PIL loader, for benchmarks: ``bench/pil_loader.py``)."""
+"""CIFAR-10 as uint8 tensors and the training loader (the reference run's: bench/pil_loader.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vitlib.augment import TrainAugment
+from .augment import TrainAugment
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FOLDER = "cifar-10-batches-py"
@@ -36,13 +35,10 @@ def resolve_data_root(path: str | os.PathLike | None = None) -> Path:
     return root.parent if root.name == FOLDER else root
 
 
-def local_data_root(path: str | os.PathLike | None = None) -> Path | None:
-    """``resolve_data_root(path)`` if a ``cifar-10-batches-py/`` folder is there, else None."""
-    try:
-        root = resolve_data_root(path)
-    except FileNotFoundError:
-        return None
-    return root if (root / FOLDER).is_dir() else None
+def local_data_root() -> Path | None:
+    """The data root ``$VITLIB_DATA`` names if it holds ``cifar-10-batches-py/``, else None."""
+    root = resolve_data_root() if os.environ.get("VITLIB_DATA") else None
+    return root if root and (root / FOLDER).is_dir() else None
 
 
 def _invalid(file: Path, problem: str) -> ValueError:
@@ -56,8 +52,7 @@ def _read_batch(file: Path) -> tuple[Tensor, Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"CIFAR-10 file missing: {file}. {_FIX}")
     try:
-        with open(file, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = pickle.loads(file.read_bytes(), encoding="bytes")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
         problem = f"cannot be unpickled ({type(err).__name__}: {err})"
         raise _invalid(file, f"{problem}; the file is truncated or corrupt") from err
@@ -98,11 +93,10 @@ def load_cifar10(
     root: str | os.PathLike | None = None, split: str = "train", limit: int | None = None,
     download: bool = False,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """CIFAR-10 ``split`` ("train": 50,000 images, "test": 10,000) in the canonical order:
-    (images uint8 (N, 3, 32, 32), labels int64 (N,)). ``root`` holds ``cifar-10-batches-py/``
-    (default ``$VITLIB_DATA``), checked for structure, not bytes, so a rebuilt copy is accepted;
-    ``limit`` keeps the first N images (reading only the files needed); ``download=True`` fetches
-    the official archive with torchvision if a file is missing."""
+    """CIFAR-10 ``split`` ("train": 50,000 images, "test": 10,000) in the canonical order: (images
+    uint8 (N, 3, 32, 32), labels int64 (N,)). ``root`` (default ``$VITLIB_DATA``) holds
+    ``cifar-10-batches-py/``, checked for structure, not bytes; ``limit`` keeps the first N images
+    (reading only the files needed); ``download=True`` fetches the archive if a file is missing."""
     if split not in SPLIT_FILES:
         raise ValueError(f"split={split!r}: expected 'train' or 'test'")
     if limit is not None and limit < 1:
@@ -118,8 +112,7 @@ def load_cifar10(
 
 
 def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from e.g. (seed, epoch, batch, rank, purpose): nearby inputs give unrelated
-    seeds, so every random draw of a run can be seeded from where it happens (stateless)."""
+    """A 63-bit seed from e.g. (seed, epoch, batch, rank, purpose), unrelated for nearby inputs."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
@@ -129,8 +122,7 @@ def shard_indices(
 ) -> Tensor:  # fmt: skip
     """This rank's sample indices (CPU int64) for one epoch: entries r, r + world_size, ... of an
     order drawn from (seed, epoch) alone (``DistributedSampler``'s rule), cut to its first ``limit``
-    (with ``shuffle``: a fresh subset each epoch) and, with ``drop_last``, to a multiple of
-    world_size (equal shares; otherwise they cover all n and differ in size by at most one)."""
+    (with ``shuffle``: a fresh subset each epoch) and with ``drop_last`` to equal shares."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be in 0..world_size-1 (world_size={world_size})")
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch, "order"))
@@ -142,9 +134,8 @@ def shard_indices(
 
 class DeviceLoader:
     """Batches (images float32 (B, 3, 32, 32) in [0, 1], labels int64 (B,)) of uint8 images kept on
-    ``device``. ``train=True`` shuffles, augments there (``augment``) and drops partial batches;
-    otherwise they are only converted, in order. Randomness comes from (seed, epoch, batch, rank):
-    ``set_epoch(e, start_batch=b)`` resumes at b. Shards, ``epoch_images``: ``shard_indices``."""
+    ``device``: ``train`` shuffles, augments there and drops partial batches, else only converts.
+    Draws come from (seed, epoch, batch, rank); ``set_epoch(e, b)`` resumes at batch b."""
 
     def __init__(
         self, images: Tensor, labels: Tensor, batch_size: int, *, train: bool,

@@ -1,5 +1,4 @@
-"""Test-set evaluation: accuracy, per class, confusion matrix, optional flip TTA. From Python,
-``evaluate_model(load_model(path)[0], *load_cifar10(split="test"))``; from a shell,
+"""Test-set evaluation (accuracy, per class, confusion matrix, optional flip TTA); from a shell,
 ``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--datapath DIR] [--tta]``."""
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ from .pretrained import list_pretrained, load_pretrained
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module, *, no_grad: bool = True) -> Iterator[nn.Module]:
-    """``with eval_mode(model):`` runs the block with every module in eval mode (no dropout, frozen
-    BatchNorm) and, unless ``no_grad=False``, without autograd; each module's flag is restored."""
+    """``with eval_mode(model):`` eval mode, no grad unless ``no_grad=False``; flags restored."""
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -34,8 +32,7 @@ def eval_mode(model: nn.Module, *, no_grad: bool = True) -> Iterator[nn.Module]:
 
 
 def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode on ``device``, checkpoint state) of a checkpoint: the model rebuilt
-    from its config, with the EMA weights when it has them (``state["ema"]``)."""
+    """(model in eval mode on ``device``, state) of a checkpoint; EMA weights if it has them."""
     state = load_checkpoint(checkpoint, map_location=device)
     model = create_model(state["model_name"], **state["model_config"])
     if problems := compare_with_model(state, model):
@@ -48,8 +45,7 @@ def predict(
     model: nn.Module, images: Tensor, batch_size: int = 500, tta: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:  # fmt: skip
-    """Logits float32 (N, classes) for uint8 images (N, 3, 32, 32) (any device; batches are moved
-    to the model's device). ``tta`` averages the logits of the image and its mirror image."""
+    """uint8 images (N, 3, 32, 32) -> float32 logits (N, K); ``tta``: mean with the mirror image."""
     device = next(model.parameters()).device
     outputs = []
     with eval_mode(model), autocast(device, autocast_dtype):
@@ -75,12 +71,10 @@ def evaluate_model(
     model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 500, tta: bool = False,
     label_smoothing: float = 0.0, autocast_dtype: torch.dtype | None = None,
 ) -> dict:  # fmt: skip
-    """Evaluate on uint8 images (N, 3, 32, 32) and labels (N,): {"accuracy": float, "loss": float
-    (cross-entropy with ``label_smoothing``; the reference run logged its test loss with 0.1),
-    "logits": (N, K), "predictions": (N,), "confusion": (K, K) int64}."""
+    """uint8 images (N, 3, 32, 32), labels (N,) -> {"accuracy", "loss" (cross-entropy; the reference
+    run's log: label smoothing 0.1), "logits" (N, K), "predictions" (N,), "confusion" (K, K)}."""
     logits = predict(model, images, batch_size, tta, autocast_dtype)
-    labels = labels.to(logits.device)
-    predictions = logits.argmax(dim=1)
+    labels, predictions = labels.to(logits.device), logits.argmax(dim=1)
     return {
         "accuracy": (predictions == labels).double().mean().item(),
         "loss": nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
@@ -93,15 +87,13 @@ def evaluate_model(
 def attention_maps(model: RelViT, image: Tensor) -> Tensor:
     """Attention probabilities of every block for one uint8 image (3, H, W), in eval mode:
     float32 (blocks, heads, N_q, N_k) on the CPU; each row sums to 1."""
-    inputs = []  # each block's attention input, recorded by a pre-hook
+    maps = []  # (1, heads, N_q, N_k) per block, from its attention input by a pre-hook
     with contextlib.ExitStack() as hooks:  # removed on exit
-        for block in model.blocks:
-            hook = block.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+        for attn in [block.attn for block in model.blocks]:
+            hook = attn.register_forward_pre_hook(lambda m, a: maps.append(m.attention_map(*a)))
             hooks.enter_context(hook)
-        predict(model, image[None])  # the forward pass that the hooks record
-    with eval_mode(model):
-        maps = [blk.attn.attention_map(x)[0] for blk, x in zip(model.blocks, inputs, strict=True)]
-    return torch.stack(maps).float().cpu()
+        predict(model, image[None])  # the forward pass that runs the hooks
+    return torch.cat(maps).float().cpu()
 
 
 def format_report(result: dict) -> str:

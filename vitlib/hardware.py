@@ -27,9 +27,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on a GPU with bf16 tensor cores (compute capability 8.0+: A100,
-    H100, RTX 30xx...), ``"fp16"`` (with loss scaling) on older GPUs such as Colab's T4,
-    ``"fp32"`` elsewhere."""
+    """``"auto"`` -> ``"bf16"`` on GPUs with bf16 tensor cores (compute capability 8.0+),
+    ``"fp16"`` (with loss scaling) on older ones such as Colab's T4, ``"fp32"`` elsewhere."""
     if precision != "auto":
         return precision
     if device.type != "cuda":

@@ -8,15 +8,14 @@
                      x = x + gamma_mlp  * MLP(LayerNorm(x))   (scalar gammas, start at 0)
       -> LayerNorm, GELU, mean over tokens (no class token), dropout 0.3, Linear -> (B, 10)
 
-Every LayerNorm normalises the channels of one token (the seed's "channel LayerNorm" on the
-map is the same computation). The small CPU model (``vit_cifar10_small``) is in ``MODELS``.
+Every LayerNorm normalises the channels of one token, as the seed's "channel LayerNorm" did.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from collections import OrderedDict
 
 import torch
 from einops import rearrange
@@ -36,7 +35,7 @@ FIELD_CHECKS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 32
     patch_size: int = 2
@@ -78,31 +77,23 @@ class ModelConfig:
         return self.dim // self.head_channels
 
 
-class MLP(nn.Module):
+class MLP(nn.Sequential):
     """Per-token MLP (seed: 1x1 convs): ``(B, N, C) -> (B, N, hidden) -> GELU -> (B, N, C)``."""
 
     def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        layers = {"fc1": nn.Linear(dim, hidden), "act": nn.GELU(), "fc2": nn.Linear(hidden, dim)}
+        super().__init__(OrderedDict(layers))
 
 
 class Block(nn.Module):
-    """Two pre-LN residual branches ``x + gamma * f(LayerNorm(x))``, each ``gamma`` one learned
-    scalar starting at 0, so the block starts as the identity: ReZero's gain (Bachlechner et
-    al. 2020, https://arxiv.org/abs/2003.04887), which drops the LayerNorm that is kept here."""
+    """Pre-LN branches ``x + gamma * f(LayerNorm(x))``, ``gamma`` a learned scalar from 0 (the block
+    starts as the identity): ReZero's gain (https://arxiv.org/abs/2003.04887), LayerNorm kept."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.dim)
-        self.attn = SelfAttention2d(
-            config.dim, config.head_channels, config.grid, config.attention, config.projection,
-            config.relative_position,
-        )  # fmt: skip
+        self.attn = SelfAttention2d(config.dim, config.head_channels, config.grid, config.attention,
+                                    config.projection, config.relative_position)  # fmt: skip
         self.norm2 = nn.LayerNorm(config.dim)
         self.mlp = MLP(config.dim, config.mlp_ratio * config.dim)
         self.dropout = nn.Dropout(config.dropout)
@@ -122,9 +113,8 @@ class RelViT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.stem = STEMS[config.stem](
-            config.in_channels, config.stem_channels, config.dim, config.patch_size
-        )
+        self.stem = STEMS[config.stem](config.in_channels, config.stem_channels, config.dim,
+                                       config.patch_size)  # fmt: skip
         shape = (config.dim, *config.grid)  # one learned vector per grid position
         self.pos_embedding = nn.Parameter(torch.zeros(shape)) if config.absolute_position else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
@@ -197,10 +187,8 @@ class RelViT(nn.Module):
 MODELS: dict[str, tuple[type[nn.Module], type, dict]] = {
     # The seed's model, trained to 96.80% by the reference run (RECIPE.md): 6,482,138 parameters.
     "vit_cifar10_patch2_input32": (RelViT, ModelConfig, {}),
-    # Learns in minutes on a CPU. Each change from a seed-style small model (patch stem, 6 blocks,
-    # MLP ratio 4) won a 2.5-minute run on 2 CPU cores in test accuracy (bench/RESULTS.md,
-    # "cpu-quick design"): conv stem 55.2% vs 47.8% (32x32x32 -> 64x16x16 -> 128x8x8: 64 tokens
-    # of width 128), then 4 blocks 58.5%, MLP ratio 2 60.0%, no head dropout 62.6%.
+    # Learns in minutes on a CPU: each change from a seed-style model won a 2.5-minute 2-core run
+    # (bench/RESULTS.md, "cpu-quick design"): conv stem, 4 blocks, MLP ratio 2, no head dropout.
     "vit_cifar10_small": (RelViT, ModelConfig, {
         "patch_size": 4, "stem": "conv", "dim": 128, "depth": 4, "mlp_ratio": 2,
         "head_dropout": 0.0, "projection": "depthwise",
@@ -214,8 +202,7 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
-    """The config of model ``name``, its fields ``overrides`` replacing the registry's values;
-    a ``ValueError`` names an unknown model or option, or a bad value."""
+    """Model ``name``'s config with ``overrides`` of its fields; a ValueError names a bad one."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {list_models()}")
     _, config_class, defaults = MODELS[name]
@@ -226,7 +213,6 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    """Build a registered model with :func:`model_config`'s overrides, e.g.
-    ``create_model("vit_cifar10_patch2_input32", attention="teaching")``."""
-    config = model_config(name, **overrides)
+    """A registered model, e.g. ``create_model("vit_cifar10_small", attention="teaching")``."""
+    config = model_config(name, **overrides)  # checks the name first
     return MODELS[name][0](config)

@@ -77,8 +77,7 @@ class StridedConvStem(nn.Module):
     "Early Convolutions Help Transformers See Better"), each with BatchNorm and GELU:
     ``(B, 3, H, W)`` -> 3x3 conv to ``stem_channels`` -> ``log2(p)`` times a 3x3 stride-2 conv
     doubling the channels -> 1x1 conv to ``dim`` -> ``(B, dim, H/p, W/p)``. With ``p = 4`` and 32
-    stem channels: 32x32x32 -> 64x16x16 -> 128x8x8 -> dim x 8 x 8.
-    """
+    stem channels: 32x32x32 -> 64x16x16 -> 128x8x8 -> dim x 8 x 8."""
 
     def __init__(self, in_channels: int, stem_channels: int, dim: int, patch_size: int):
         super().__init__()
@@ -87,13 +86,9 @@ class StridedConvStem(nn.Module):
         strides = [1] + [2] * (len(widths) - 1)
         layers: list[nn.Module] = []
         for c_in, c_out, stride in zip([in_channels, *widths], widths, strides):
-            layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.GELU(),
-            ]
-        layers.append(nn.Conv2d(widths[-1], dim, kernel_size=1))
-        self.layers = nn.Sequential(*layers)
+            conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+            layers += [conv, nn.BatchNorm2d(c_out), nn.GELU()]
+        self.layers = nn.Sequential(*layers, nn.Conv2d(widths[-1], dim, kernel_size=1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)

@@ -1,5 +1,4 @@
-"""Every plot of vitlib, each a ``Figure`` made without pyplot (any backend; a PNG in a notebook).
-Images are ``(3, H, W)`` tensors, uint8 or float in ``[0, 1]``. CLI: ``python -m vitlib.plots``."""
+"""Every plot of vitlib, a Figure made without pyplot (any backend). CLI: python -m vitlib.plots."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import argparse
 import csv
 import json
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 
@@ -15,38 +14,36 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from torch import Tensor
 
 from .data import CLASSES
 from .relpos import offset_table, relative_position_index
 
 
-def to_imshow(images: torch.Tensor) -> np.ndarray:
-    """Images ``(..., 3, H, W)``, uint8 or float, on any device -> float32 ``(..., H, W, 3)`` in
-    ``[0, 1]`` (clamped), as ``imshow`` takes them; ``...``: nothing or ``N``."""
+def to_imshow(images: Tensor) -> np.ndarray:
+    """Images ``([N,] 3, H, W)`` (uint8 or float) -> float32 ``([N,] H, W, 3)`` in [0, 1]."""
     if images.ndim not in (3, 4):
         raise ValueError(f"expected images (3, H, W) or (N, 3, H, W), got {tuple(images.shape)}")
-    pixels = images.detach().cpu()
-    pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float().clamp(0, 1)
-    return pixels.movedim(-3, -1).numpy()
+    pixels = images.detach().cpu().float().movedim(-3, -1)
+    return (pixels / 255 if images.dtype == torch.uint8 else pixels.clamp(0, 1)).numpy()
 
 
-def _panels(size: tuple[float, float], rows: int = 1, cols: int = 1, frame: bool = False):
-    """Figure of ``size`` inches, axes ``(rows, cols)``: no ticks, no frame unless ``frame``."""
+def _panels(size: tuple, rows: int = 1, cols: int = 1, style: str = "off", **grid):
+    """A ``size``-inch figure, axes ``(rows, cols)``: each "off", "frame" (no ticks) or "plot"."""
     fig = Figure(figsize=size, layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set(xticks=[], yticks=[]) if frame else ax.set_axis_off()
+    axes = fig.subplots(rows, cols, squeeze=False, **grid)
+    for ax in axes.flat if style != "plot" else []:
+        ax.set(xticks=[], yticks=[]) if style == "frame" else ax.set_axis_off()
     return fig, axes
 
 
-def _show(ax, image: torch.Tensor | np.ndarray, title: str = "", **title_options) -> None:
+def _show(ax, image: Tensor | np.ndarray, title: str = "", **title_options) -> None:
     """Draw ``image`` (tensor ``(3, H, W)`` or ``to_imshow`` array) pixel by pixel, with a title."""
-    pixels = to_imshow(image) if isinstance(image, torch.Tensor) else image
-    ax.imshow(pixels, interpolation="nearest")
+    ax.imshow(to_imshow(image) if isinstance(image, Tensor) else image, interpolation="nearest")
     ax.set_title(title, **title_options)
 
 
-def sample_grid(images: torch.Tensor, labels, *, ncols: int = 8, predictions=None) -> Figure:
+def sample_grid(images: Tensor, labels, *, ncols: int = 8, predictions=None) -> Figure:
     """Images ``(N, 3, H, W)`` titled by class, or by prediction (green: right, red: wrong)."""
     nrows = -(-len(images) // ncols)
     fig, axes = _panels((1.2 * ncols, 1.5 * nrows), nrows, ncols)
@@ -59,7 +56,7 @@ def sample_grid(images: torch.Tensor, labels, *, ncols: int = 8, predictions=Non
     return fig
 
 
-def exploded(image: torch.Tensor, patch_size: int, gap: float = 1.0) -> np.ndarray:
+def exploded(image: Tensor, patch_size: int, gap: float = 1.0) -> np.ndarray:
     """The image ``(3, H, W)`` with its patches ``gap`` patch-widths apart: ``(H', W', 3)``, each
     pixel an 8x8 block, so that fractional gaps animate smoothly (``1 / (8 * p)``: a grid line)."""
     size, pixels = 8 * patch_size, np.kron(to_imshow(image), np.ones((8, 8, 1)))  # (8H, 8W, 3)
@@ -72,12 +69,11 @@ def exploded(image: torch.Tensor, patch_size: int, gap: float = 1.0) -> np.ndarr
 
 def mark_patch(ax, token: int, grid: tuple[int, int], patch_size: int, color="red") -> None:
     """Outline token ``token`` (row-major on ``grid``) on an image drawn with ``imshow``."""
-    y, x = divmod(token, grid[1])
-    corner = (x * patch_size - 0.5, y * patch_size - 0.5)
-    ax.add_patch(Rectangle(corner, patch_size, patch_size, fill=False, ec=color, lw=2))
+    top, left = (patch_size * i - 0.5 for i in divmod(token, grid[1]))  # pixel edges, not centres
+    ax.add_patch(Rectangle((left, top), patch_size, patch_size, fill=False, ec=color, lw=2))
 
 
-def patch_grid_figure(image: torch.Tensor, patch_size: int = 2, title: str = "") -> Figure:
+def patch_grid_figure(image: Tensor, patch_size: int = 2, title: str = "") -> Figure:
     """The image ``(3, H, W)``, the image with its patch grid, and the patches pulled apart."""
     (height, width), p = image.shape[-2:], patch_size
     fig, [[plain, cut, parted]] = _panels((9, 3.3), 1, 3)
@@ -87,18 +83,17 @@ def patch_grid_figure(image: torch.Tensor, patch_size: int = 2, title: str = "")
     return fig
 
 
-def token_strip_figure(patches: torch.Tensor, patch_size: int, count: int = 32) -> Figure:
+def token_strip_figure(patches: Tensor, patch_size: int, count: int = 32) -> Figure:
     """The first ``count`` tokens of ``patches`` ``(N, p*p*3)`` (from ``patchify``), in order."""
     fig, [axes] = _panels((count * 0.3, 0.9), 1, count)
-    # each token holds (row, column, channel) values: back to (3, p, p) images
-    tokens = patches[:count].reshape(-1, patch_size, patch_size, 3).permute(0, 3, 1, 2)
+    tokens = patches[:count].reshape(-1, patch_size, patch_size, 3).permute(0, 3, 1, 2)  # (3, p, p)
     for k, (ax, token) in enumerate(zip(axes, tokens, strict=True)):
         _show(ax, token, str(k), fontsize=6)
     return fig
 
 
 def attention_figure(
-    image: torch.Tensor, weights: torch.Tensor, query: int, patch_size: int, title: str = ""
+    image: Tensor, weights: Tensor, query: int, patch_size: int, title: str = ""
 ) -> Figure:
     """Attention weights ``(N,)`` of one query over the keys, beside the image ``(3, H, W)``."""
     grid = (image.shape[-2] // patch_size, image.shape[-1] // patch_size)
@@ -112,9 +107,9 @@ def attention_figure(
     return fig
 
 
-def masks_figure(masks: dict[str, torch.Tensor], title: str = "") -> Figure:
+def masks_figure(masks: dict[str, Tensor], title: str = "") -> Figure:
     """One boolean ``(H, W)`` map per name, side by side (e.g. receptive fields)."""
-    fig, [axes] = _panels((3.2 * len(masks), 3.3), 1, len(masks), frame=True)
+    fig, [axes] = _panels((3.2 * len(masks), 3.3), 1, len(masks), style="frame")
     for ax, (name, mask) in zip(axes, masks.items(), strict=True):
         ax.imshow(mask.float().numpy(), cmap="Greys", vmin=0, vmax=1)
         ax.set_title(name)
@@ -125,26 +120,23 @@ def masks_figure(masks: dict[str, torch.Tensor], title: str = "") -> Figure:
 def plot_index(height: int, width: int) -> Figure:
     """The relative position index ``(N, N)`` of an ``H x W`` grid (rows: query, columns: key)."""
     index = relative_position_index(height, width).numpy()
-    fig = Figure(figsize=(5, 5), layout="constrained")
-    ax = fig.subplots()
+    fig, [[ax]] = _panels((5, 5), style="plot")
     fig.colorbar(ax.imshow(index, cmap="viridis"), ax=ax, fraction=0.046)
     ax.set(title=f"relative position index, {height}x{width} grid", xlabel="key token",
            ylabel="query token")  # fmt: skip
-    if len(index) <= 16:
-        for (q, k), value in np.ndenumerate(index):
-            ax.text(k, q, value, ha="center", va="center", fontsize=7, color="w")
+    for (q, k), value in np.ndenumerate(index if len(index) <= 16 else []):  # numbers if they fit
+        ax.text(k, q, value, ha="center", va="center", fontsize=7, color="w")
     return fig
 
 
 def attention_bias_figure(
-    image: torch.Tensor, table: torch.Tensor, query: tuple[int, int], patch_size: int = 2
+    image: Tensor, table: Tensor, query: tuple[int, int], patch_size: int = 2
 ) -> Figure:
     """The query patch ``(y, x)`` of the image ``(3, H, W)``, the offset table ``(2R-1, 2C-1)`` of
     the ``(R, C)`` grid, and the bias it adds to key ``(i, j)``: ``table[i-y+R-1, j-x+C-1]``."""
-    height, width = image.shape[-2:]
-    rows, cols = grid = (height // patch_size, width // patch_size)
+    rows, cols = grid = (image.shape[-2] // patch_size, image.shape[-1] // patch_size)
     (y, x), token = query, query[0] * cols + query[1]
-    fig, [[image_ax, table_ax, bias_ax]] = _panels((10, 3.6), 1, 3, frame=True)
+    fig, [[image_ax, table_ax, bias_ax]] = _panels((10, 3.6), 1, 3, style="frame")
     _show(image_ax, image, f"query patch at row {y}, column {x}")
     mark_patch(image_ax, token, grid, patch_size)
     limit = float(table.abs().max())
@@ -160,15 +152,13 @@ def attention_bias_figure(
     return fig
 
 
-def offset_tables_figure(tables: torch.Tensor, grid: tuple[int, int], title: str = "") -> Figure:
-    """Relative position tables ``(blocks, heads, (2H-1)(2W-1))`` as offset images, one per head,
-    on one colour scale centred on 0 (red: a bonus to the score of keys at that offset)."""
+def offset_tables_figure(tables: Tensor, grid: tuple[int, int], title: str = "") -> Figure:
+    """Tables ``(blocks, heads, (2H-1)(2W-1))`` as offset images, one scale (red: a score bonus)."""
     blocks, heads = tables.shape[:2]
     limit = tables.abs().max().item() or 1.0
-    fig, axes = _panels((1.4 * heads + 0.8, 1.5 * blocks), blocks, heads, frame=True)
+    fig, axes = _panels((1.4 * heads + 0.8, 1.5 * blocks), blocks, heads, style="frame")
     for (b, h), ax in np.ndenumerate(axes):
-        table = offset_table(tables[b, h], *grid).numpy()
-        shown = ax.imshow(table, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        shown = ax.imshow(offset_table(tables[b, h], *grid), cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set(title=f"head {h}" if b == 0 else "", ylabel=f"block {b}" if h == 0 else "")
     fig.suptitle(title)
     fig.colorbar(shown, ax=axes, shrink=0.6, label="bias added to the score")
@@ -180,17 +170,14 @@ def load_reference_log() -> dict[str, list[float]]:
     test_loss, test_acc, and the lr of each epoch (logged one epoch early; nan for epoch 1)."""
     with (resources.files("vitlib") / "reference" / "seed_run_log.csv").open() as f:
         rows = list(csv.DictReader(f))
-    column = {"epoch": "epoch", "train_loss": "train_loss_running_avg", "test_loss": "test_loss",
-              "test_acc": "test_acc", "lr": "lr_set_for_next_epoch"}  # fmt: skip
-    log = {key: [float(r[name]) for r in rows] for key, name in column.items()}
-    log["lr"] = [float("nan")] + log["lr"][:-1]
-    return log
+    renamed = {"train_loss_running_avg": "train_loss", "lr_set_for_next_epoch": "lr"}
+    log = {renamed.get(name, name): [float(r[name]) for r in rows] for name in rows[0]}
+    return {**log, "lr": [float("nan")] + log["lr"][:-1]}
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     """A run's metrics.csv as columns of floats."""
-    with open(Path(run_dir) / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader((Path(run_dir) / "metrics.csv").read_text().splitlines()))
     if not rows:
         raise ValueError(f"{run_dir}/metrics.csv has no epochs yet")
     return {key: [float(r[key]) for r in rows] for key in rows[0]}
@@ -201,8 +188,7 @@ def plot_training(run_dir: str | Path, reference: bool = True) -> Figure:
     over the epochs its config.json plans; the reference run's are stretched to the same width."""
     metrics, config = read_metrics(run_dir), Path(run_dir) / "config.json"
     total = json.loads(config.read_text())["epochs"] if config.exists() else max(metrics["epoch"])
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    fig, [[loss_ax, acc_ax, lr_ax]] = _panels((13, 3.8), 1, 3, style="plot")
     curves = [("this run", metrics, 1.0, "-")]
     if reference:
         log = load_reference_log()
@@ -220,12 +206,10 @@ def plot_training(run_dir: str | Path, reference: bool = True) -> Figure:
     return fig
 
 
-def plot_confusion(confusion: torch.Tensor, classes: tuple[str, ...]) -> Figure:
-    """The confusion matrix ``(K, K)`` (rows: true class): counts, coloured by their share of the
-    row; and the per-class accuracy (the diagonal over the row sums)."""
+def plot_confusion(confusion: Tensor, classes: tuple[str, ...]) -> Figure:
+    """Counts ``(K, K)`` (rows: true class) coloured by share of the row, and per-class accuracy."""
     percent = 100 * confusion / confusion.sum(dim=1, keepdim=True)
-    fig = Figure(figsize=(13, 5.2), layout="constrained")
-    matrix_ax, bar_ax = fig.subplots(1, 2, width_ratios=(1.3, 1))
+    fig, [[matrix_ax, bar_ax]] = _panels((13, 5.2), 1, 2, style="plot", width_ratios=(1.3, 1))
     matrix_ax.imshow(percent.numpy(), cmap="Blues", vmin=0, vmax=100)
     for (t, p), count in np.ndenumerate(confusion.numpy()):
         color = "white" if percent[t, p] > 50 else "black"
@@ -239,12 +223,12 @@ def plot_confusion(confusion: torch.Tensor, classes: tuple[str, ...]) -> Figure:
     return fig
 
 
-def plot_attention(image: torch.Tensor, maps: torch.Tensor, query: int, grid) -> Figure:
+def plot_attention(image: Tensor, maps: Tensor, query: int, grid) -> Figure:
     """What token ``query`` (row-major on ``grid``) attends to, over the image ``(3, H, W)``:
     ``maps`` ``(blocks, heads, N, N)`` (``vitlib.evaluate.attention_maps``), a row per block."""
     blocks, heads = maps.shape[:2]
     cell = image.shape[-2] // grid[0]  # pixels per token
-    fig, axes = _panels((1.3 * (heads + 1), 1.35 * blocks), blocks, heads + 1, frame=True)
+    fig, axes = _panels((1.3 * (heads + 1), 1.35 * blocks), blocks, heads + 1, style="frame")
     for (b, h), ax in np.ndenumerate(axes):
         _show(ax, image, ("query" if h == 0 else f"head {h - 1}") if b == 0 else "", fontsize=8)
         ax.set_ylabel(f"block {b}" if h == 0 else "", fontsize=8)
@@ -264,16 +248,13 @@ def live_curves(run_dir: str | Path, every: float = 5.0):
     handle, stop = display(display_id=True), threading.Event()
 
     def poll() -> None:
-        metrics, drawn = Path(run_dir) / "metrics.csv", None  # drawn: the mtime of those shown
-        stopped = False
+        drawn, stopped = None, False  # drawn: the mtime of the metrics.csv shown
         while not stopped:
             stopped = stop.wait(every)  # True once the block has ended: then a last look
-            try:
-                if (changed := metrics.stat().st_mtime) != drawn:
+            with suppress(OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+                if (changed := (Path(run_dir) / "metrics.csv").stat().st_mtime) != drawn:
                     handle.update(plot_training(run_dir))
                     drawn = changed
-            except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
-                pass
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()

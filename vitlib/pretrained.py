@@ -1,11 +1,9 @@
 """Trained models shipped with vitlib (``vitlib.load_pretrained("cpu-quick")``), two files each in
 ``vitlib/pretrained/``: ``NAME.safetensors``, the float32 ``state_dict`` (read without pickle), and
 ``NAME.json``, its provenance (``ModelConfig``, training preset and config, command, hardware, torch
-version, date, wall time, test accuracy with and without flip TTA), also stored in the safetensors
-header under ``HEADER_KEY``, so that a copied weights file still knows what it is.
-``bench/ship_pretrained.py`` writes them from a run of notebook 05;
-``python -m vitlib.evaluate --pretrained NAME`` measures them again.
-"""
+version, date, wall time, test accuracy with and without flip TTA), also in the safetensors header
+(``HEADER_KEY``) so that a copied weights file still knows what it is. ``bench/ship_pretrained.py``
+writes them from notebook 05's run; ``python -m vitlib.evaluate --pretrained NAME`` re-measures."""
 
 from __future__ import annotations
 

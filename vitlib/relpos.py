@@ -24,8 +24,7 @@ def relative_position_index(height: int, width: int) -> torch.Tensor:
     values in ``[0, (2H-1)(2W-1))``, tokens numbered row-major (``token = y * W + x``)."""
     if height < 1 or width < 1:
         raise ValueError(f"grid must be at least 1x1, got {height}x{width}")
-    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    y, x = y.flatten(), x.flatten()  # (N,), (N,)
+    y, x = torch.cartesian_prod(torch.arange(height), torch.arange(width)).T  # (N,) each
     dy = y[None, :] - y[:, None]  # (N_q, N_k): y_k - y_q
     dx = x[None, :] - x[:, None]
     return (dy + height - 1) * (2 * width - 1) + (dx + width - 1)
@@ -48,12 +47,10 @@ class RelativePositionBias(nn.Module):
         return gathered.view(self.heads, n, n)
 
     def extra_repr(self) -> str:
-        return (
-            f"heads={self.heads}, grid={self.height}x{self.width}, table={tuple(self.table.shape)}"
-        )
+        shape = tuple(self.table.shape)
+        return f"heads={self.heads}, grid={self.height}x{self.width}, table={shape}"
 
 
 def offset_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """One head's flat table ``((2H-1)(2W-1),)`` as a ``(2H-1, 2W-1)`` image of offsets: row
-    ``dy + H - 1``, column ``dx + W - 1``, so the centre is the zero offset."""
+    """One head's table as a ``(2H-1, 2W-1)`` image: row ``dy + H - 1``, column ``dx + W - 1``."""
     return table.reshape(2 * height - 1, 2 * width - 1)

@@ -48,6 +48,7 @@ class Progress:
     best_acc: float = -1.0  # best selection metric so far (val_acc with a validation split)
     epoch_loss_sum: float = 0.0  # over this epoch's finished batches (mean over processes)
     epoch_batches: int = 0
+    lr: float = 0.0  # the learning rate of the latest step
     elapsed_s: float = 0.0  # the run's wall time, start-up included (main process's clock)
     history: list = dataclasses.field(default_factory=list)  # one dict per finished epoch
 
@@ -58,13 +59,10 @@ class TrainingError(RuntimeError):
 
 class RunLock:
     """One process trains in a run directory at a time: ``run.lock``, locked with ``filelock``
-    (the operating system releases it when its process ends, however it ends).
-
-    The file holds the owner's pid and host, for the error message, and is deleted on a clean
-    exit, so one left behind (and unlocked) was left by a run that died before its first
-    checkpoint: refused unless resuming. A directory that already holds a run (last.pt) is
-    refused unless resuming. Temporary files of interrupted writes (``.NAME.tmp-PID``) are
-    removed once the lock is held."""
+    (the operating system releases it when its process ends, however it ends). It holds the
+    owner's pid and host and is deleted on a clean exit, so one left behind was left by a run
+    that died before its first checkpoint. Without ``resume``, that and a directory holding a
+    run (last.pt) are refused. Leftover temporary files (``.NAME.tmp-PID``) are removed."""
 
     def __init__(self, run_dir: str | os.PathLike, resume: bool, enabled: bool = True) -> None:
         self.path = Path(run_dir) / "run.lock"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -28,15 +27,18 @@ def flops_per_image(model: nn.Module) -> int:
 
 
 def summary(model: nn.Module) -> str:
-    """A table of the model's top-level parts: output shape and parameters for one 32x32 image."""
+    """A table of the top-level parts (``blocks.0``, ...): output shape, parameters (one image)."""
     rows: list[tuple[str, str, int]] = []  # (part, its type and output shape, its parameters)
 
     def record(name: str, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         rows.append((name, type(module).__name__ + str(tuple(out.shape)), count_parameters(module)))
 
     with contextlib.ExitStack() as hooks:  # the hooks are removed on exit
-        for name, child in _parts(model):
-            hooks.enter_context(child.register_forward_hook(functools.partial(record, name)))
+        for name, child in model.named_children():
+            opened = isinstance(child, nn.ModuleList)
+            for i, part in enumerate(child) if opened else [(None, child)]:
+                hook = functools.partial(record, name if i is None else f"{name}.{i}")
+                hooks.enter_context(part.register_forward_hook(hook))
         giga = flops_per_image(model) / 1e9  # its forward pass fills the rows
     own = sum(p.numel() for p in model.parameters(recurse=False))
     if own:  # parameters of the model itself, e.g. the position embedding
@@ -47,10 +49,3 @@ def summary(model: nn.Module) -> str:
     lines += [f"{name:<{width}}  {shape:<32}{params:>12,}" for name, shape, params in rows]
     lines.append(f"forward FLOPs per image: {giga:.2f} G ({giga / 2:.2f} G multiply-adds)")
     return "\n".join(lines)
-
-
-def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Top-level children, with a ``ModuleList`` opened into its items (``blocks.0``, ...)."""
-    for name, child in model.named_children():
-        opened = isinstance(child, nn.ModuleList)
-        yield from ((f"{name}.{i}", c) for i, c in enumerate(child)) if opened else [(name, child)]

@@ -6,20 +6,17 @@
     python -m vitlib.train --out runs/cpu-quick --resume --epochs 20  # extend a finished run
     torchrun --nproc_per_node=4 -m vitlib.train --preset fast        # data parallel
 
-``train(config)``: set up (data, model, optimizer; ``last.pt`` when resuming), then ``for epoch
-... for batch ...`` one optimizer step per batch (``train_step``), and after every epoch an
-evaluation, a line of metrics and a checkpoint (``end_epoch``). What makes it robust lives in
-helpers named after what they guarantee: ``RunLock`` (one run per folder), ``StopSignal``
-(Ctrl-C / SIGTERM: a checkpoint after the step), ``rundir.save_last`` (atomic, verified by a
-sha256), ``hardware.check_memory``, ``CpuThreads`` (a fair share of a shared CPU).
+``train(config)``: set up, then ``for epoch ... for batch ...`` one optimizer step per batch
+(``train_step``), and after every epoch an evaluation, a line of metrics and a checkpoint
+(``end_epoch``). The guarantees live in helpers named after them, one line each in the loop:
+``RunLock``, ``StopSignal``, ``rundir.save_last``, ``hardware.check_memory``, ``CpuThreads``.
 
 Randomness is stateless: an epoch's data order is drawn from (seed, epoch), every other draw of
 a step (augmentation, CutMix, dropout) from (seed, epoch, batch, rank), and the learning rate is
-the pure function ``lr_at`` of the step. A run resumed at batch b of epoch e starts right there,
-nothing replayed, and ends with the weights of an uninterrupted run (bitwise on a CPU at a fixed
-thread count). Resumed on another number of processes, it sees the same images in every global
-batch at the same learning rates; each share's augmentation (and, on a CPU, BatchNorm's
-per-process statistics) differ, so the weights are close, not equal.
+the pure function ``lr_at`` of the step. So a run resumed at batch b of epoch e starts right
+there and ends with the weights of an uninterrupted run (bitwise on a CPU at a fixed thread
+count); on another number of processes it sees the same images per global batch at the same
+learning rates, with other augmentation draws, so the weights are close, not equal.
 """
 
 from __future__ import annotations
@@ -70,7 +67,6 @@ class Run:
     stop: StopSignal
     clock: Callable[[], float]  # seconds
     clock_zero: float = 0.0  # the clock's reading when the run's elapsed time was 0
-    lr: float = 0.0  # the learning rate of the latest step
 
     @property
     def run_dir(self) -> Path:
@@ -107,7 +103,7 @@ def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter
                 for images, labels in run.loader:
                     if on_batch:
                         on_batch(run, images, labels)
-                    run.lr = lr_for_next_step(run)
+                    p.lr = lr_for_next_step(run)
                     loss, stopping, p.elapsed_s = train_step(run, images, labels)
                     count_loss(run, loss)
                     p.step, p.batch = p.step + 1, p.batch + 1
@@ -117,7 +113,7 @@ def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter
                     if stopping or checkpoint_due(run):
                         rundir.save_last(run)
                     if stopping:
-                        return stopped(run, bar)
+                        return result(run, bar)
                     if run.out_of_time:
                         break
                 record = end_epoch(run, epoch_started)
@@ -130,14 +126,14 @@ def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, bool, float]:
-    """One optimizer step at ``run.lr`` on images (B, 3, H, W) in [0, 1] and labels (B,).
+    """One optimizer step at ``run.progress.lr`` on images (B, 3, H, W) in [0, 1] and labels (B,).
 
     Returns the loss (mean over processes), whether any process was asked to stop, and the run's
     elapsed seconds on the main process's clock: one all-reduce carries all three, so every
     process decides alike. A non-finite loss takes no step."""
     c, p, rank = run.config, run.progress, run.info.rank
     for group in run.optimizer.param_groups:
-        group["lr"] = run.lr
+        group["lr"] = p.lr
     torch.manual_seed(derive_seed(c.seed, p.epoch, p.batch, rank, "dropout"))
     mix_rng = torch.Generator().manual_seed(derive_seed(c.seed, p.epoch, p.batch, rank, "mix"))
     targets, other_targets, lam = labels, labels, 1.0  # loss = lam CE(y) + (1 - lam) CE(y')
@@ -174,7 +170,7 @@ def end_epoch(run: Run, started: float) -> dict:
               "train_loss": p.epoch_loss_sum / max(p.epoch_batches, 1)} | evaluate(run)  # fmt: skip
     selected = record[selection_metric(c.val_split)]
     p.best_acc = max(p.best_acc, selected)
-    record |= {"best_acc": p.best_acc, "lr": run.lr, "seconds": run.clock() - started,
+    record |= {"best_acc": p.best_acc, "lr": p.lr, "seconds": run.clock() - started,
                "train_images_per_s": images_per_s, "skipped_steps": p.skipped}  # fmt: skip
     p.history.append(record)
     p.epoch, p.batch, p.epoch_loss_sum, p.epoch_batches = p.epoch + 1, 0, 0.0, 0
@@ -242,18 +238,16 @@ def load_data(config: TrainConfig, info: distributed.DistInfo) -> tuple[DeviceLo
 
 def describe(run: Run) -> str:
     """One line: the model, the data, the steps, the device, the precision and the schedule."""
-    c, info = run.config, run.info
-    parameters = sum(p.numel() for p in run.model.parameters())
-    return (
-        f"{c.model}: {parameters:,} parameters, {len(run.loader.labels):,} train"
-        + (f" (a random {c.epoch_images:,} per epoch)" if c.epoch_images else "")
-        + f" / {len(run.eval_sets['test'][1]):,} test images, {len(run.loader)} steps per epoch "
-        + (f"for a {c.time_budget:g}-minute budget" if c.time_budget else f"x {c.epochs} epochs")
-        + f" on {info.device}" + (f" x {info.world_size} processes" if info.world_size > 1 else "")
-        + (f", {run.amp_dtype}" if run.amp_dtype else "") + f"; lr {c.lr:g}: {c.cycles} x ("
-        + (f"warmup {c.warmup_epochs / c.epochs:.1%} of the time + cosine), on the clock"
-           if c.time_budget else f"warmup {c.warmup_epochs:g} epochs + cosine), per {c.schedule_unit}")
-    )  # fmt: skip
+    c, info, n = run.config, run.info, sum(p.numel() for p in run.model.parameters())
+    subset = f" (a random {c.epoch_images:,} per epoch)" if c.epoch_images else ""
+    length = f"for a {c.time_budget:g}-minute budget" if c.time_budget else f"x {c.epochs} epochs"
+    where = f"{info.device}" + (f" x {info.world_size} processes" if info.world_size > 1 else "")
+    warmup = (f"{c.warmup_epochs / c.epochs:.1%} of the time + cosine), on the clock" if c.time_budget
+              else f"{c.warmup_epochs:g} epochs + cosine), per {c.schedule_unit}")  # fmt: skip
+    return (f"{c.model}: {n:,} parameters, {len(run.loader.labels):,} train{subset} / "
+            f"{len(run.eval_sets['test'][1]):,} test images, {len(run.loader)} steps per epoch "
+            f"{length} on {where}{f', {run.amp_dtype}' if run.amp_dtype else ''}; lr {c.lr:g}: "
+            f"{c.cycles} x (warmup {warmup}")  # fmt: skip
 
 
 # ---------------------------------------------------------------- the helpers of the loop
@@ -293,7 +287,7 @@ def count_loss(run: Run, loss: float) -> None:
         last = run.run_dir / "last.pt"
         raise TrainingError(
             f"non-finite loss ({loss}) at step {p.step + 1} (epoch {p.epoch + 1}, batch "
-            f"{p.batch + 1}), lr {run.lr:.3g}; last good checkpoint: "
+            f"{p.batch + 1}), lr {p.lr:.3g}; last good checkpoint: "
             f"{last if last.exists() else 'none yet'} (lower --lr, set --grad_clip, or "
             "--on_nonfinite skip)")  # fmt: skip
 
@@ -336,17 +330,13 @@ def epoch_line(config: TrainConfig, record: dict) -> str:
             f"lr {record['lr']:.3g}  {record['seconds']:.1f}s")  # fmt: skip
 
 
-def stopped(run: Run, bar: tqdm) -> dict:
-    """A stop signal ended the run after a step (last.pt holds it): say how to go on."""
-    if run.info.is_main:
+def result(run: Run, bar: tqdm) -> dict:
+    """What ``train`` returns: the last epoch's metrics, ``history``, ``run_dir``, ``interrupted``
+    (after a stop signal, it says how to go on: last.pt holds the step reached)."""
+    bar.close()
+    if run.stop.signum and run.info.is_main:
         print(f"stopped at step {run.progress.step}; continue with --resume (checkpoint "
               f"{run.run_dir / 'last.pt'})", file=sys.stderr)  # fmt: skip
-    return result(run, bar)
-
-
-def result(run: Run, bar: tqdm) -> dict:
-    """What ``train`` returns: the last epoch's metrics, ``history``, ``run_dir``, ``interrupted``."""
-    bar.close()
     history = run.progress.history
     return {**(history[-1] if history else {}), "history": history,
             "run_dir": str(run.run_dir), "interrupted": run.stop.signum}  # fmt: skip

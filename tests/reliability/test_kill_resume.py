@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from helpers import assert_same_tensors, tiny_argv
 
 from vitlib.checkpoint import load_checkpoint
@@ -66,6 +67,7 @@ def metrics(run_dir):
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
+@pytest.mark.slow
 def test_random_kills_and_signals_lose_nothing(tmp_path, cifar_root, capsys):
     reference, run = tmp_path / "reference", tmp_path / "run"
     with open(tmp_path / "reference.log", "w") as log:
