@@ -11,7 +11,7 @@ the same moment:
 
 - ``torch``: another PyTorch process doing the same with PyTorch's default thread count (what
   a plain script or a test run does);
-- ``vitlib``: the same, as vitlib's training loop runs it (``vitlib.cpu.CpuThreads``);
+- ``vitlib``: the same, as vitlib's training loop runs it (``vitlib.hardware.CpuThreads``);
 - ``busy loop``: one pure-Python thread that never sleeps.
 
 The measured process runs once with PyTorch's default thread count (one per core) and once as
@@ -44,7 +44,7 @@ def worker(settle: float, seconds: float, mode: str, smoke: bool, compile: bool)
     sys.path.insert(0, str(SCRIPT.parent))
     from model_speed import make_train_step
 
-    from vitlib.cpu import CpuThreads
+    from vitlib.hardware import CpuThreads
 
     overrides = {"depth": 1, "dim": 32, "head_channels": 16} if smoke else {}
     batch = 16 if smoke else 128

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
 
 
@@ -74,3 +78,19 @@ class StepClock:
 
     def count_step(self, run, images, labels) -> None:
         self.steps += 1
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench_module(name: str):
+    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
+    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module

@@ -4,13 +4,13 @@ files and their summary, and the ResNet-20 baseline that bench/resnet.py adds to
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_bench_module
 
 from vitlib.config import validate
 from vitlib.model import MODELS, create_model
@@ -19,20 +19,9 @@ from vitlib.summary import count_parameters
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _load_bench_module(name: str):
-    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
-    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
-ablations = _load_bench_module("ablations")
+ablations = load_bench_module("ablations")
 # Loading it imported bench/resnet.py, which added the ResNet-20 to vitlib.model.MODELS: this file's
 # tests see it there (the fixture below), every other test sees vitlib's own models.
 RESNET = MODELS.pop("resnet20_cifar10")
@@ -127,7 +116,7 @@ def test_committed_results_cover_every_variant_with_two_seeds():
         assert len({r["seed"] for r in own}) >= 2, name
         assert all(r["budget_min"] >= 5 for r in own), name
         assert any(c["variant"] == name for c in curves), name
-    figures = _load_bench_module("figures")
+    figures = load_bench_module("figures")
     assert figures.ablation_figure(runs, curves).axes
 
 

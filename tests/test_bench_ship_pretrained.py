@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_bench_module
 from safetensors import safe_open
 
 from vitlib.model import create_model
@@ -20,21 +19,10 @@ pytest.importorskip("papermill")  # ship_pretrained.py re-executes notebooks wit
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _load_bench_module(name: str):
-    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
-    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 def test_export_round_trip(tmp_path):
-    export_pretrained = _load_bench_module("ship_pretrained").export_pretrained
+    export_pretrained = load_bench_module("ship_pretrained").export_pretrained
     model = create_model("vit_cifar10_small", depth=1, dim=32, head_channels=16).eval()
     info = {"name": "tiny", "model_config": dataclasses.asdict(model.config)}
     path = export_pretrained(model, info, tmp_path)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from vitlib.cpu import CpuThreads, busy_cpu_seconds
+from vitlib.hardware import CpuThreads, busy_cpu_seconds
 
 
 class Machine:

@@ -3,14 +3,13 @@ figure as a valid, small image; images reach ``imshow`` through ``to_imshow``.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import load_bench_module
 from PIL import Image
 
 from vitlib import plots
@@ -28,23 +27,10 @@ EXPECTED = {
 }
 
 
-def _load_bench_module(name: str):
-    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
-    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
-
-
 @pytest.mark.slow
 def test_bench_figures_writes_every_figure(cifar_root, tmp_path):
     out = tmp_path / "Images"
-    figures = _load_bench_module("figures")
+    figures = load_bench_module("figures")
     assert figures.main(["--out", str(out), "--datapath", str(cifar_root)]) == 0
     for name, (kind, min_frames) in EXPECTED.items():
         path = out / name

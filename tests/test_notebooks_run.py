@@ -10,11 +10,10 @@ parameters with an error naming them."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_bench_module
 
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
@@ -147,17 +146,6 @@ def test_results_notebook_names_a_missing_checkpoint(tmp_path):
     assert str(missing) in str(error.value) and "05_training.ipynb" in str(error.value)
 
 
-def _load_bench_module(name: str):
-    """A bench script's module, loaded from its file (bench/ is not a package; its scripts import
-    their siblings, such as ``common``, by name, so bench/ is on sys.path while it loads)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 def test_ablations_notebook_reruns_tiny(cifar_root, tmp_path):
@@ -166,7 +154,7 @@ def test_ablations_notebook_reruns_tiny(cifar_root, tmp_path):
         "07_ablations.ipynb", tmp_path / "07.ipynb", rerun=True, tiny=True, minutes=0.05,
         seeds=[0], datapath=str(cifar_root), out=str(tmp_path / "runs"),
     )  # fmt: skip
-    ablations = _load_bench_module("ablations")  # the harness 07 runs
+    ablations = load_bench_module("ablations")  # the harness 07 runs
     runs = ablations.read_csv(tmp_path / "runs" / "ablations.csv")
     assert [r["variant"] for r in runs] == list(ablations.VARIANTS)
     assert f"{len(ablations.VARIANTS)} runs" in text and str(tmp_path / "runs") in text

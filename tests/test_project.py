@@ -122,3 +122,14 @@ def test_dependency_parsers_see_drift():
         '      - -e ".[dev]"\n      - einops>=0.7\n'
     )
     assert conda_dependencies(environment) == {"pytorch": "2.4", "numpy": "1.20", "tqdm": None}
+
+
+def test_vitlib_stays_small_and_the_readme_maps_every_module():
+    """The package a student reads in an afternoon: at most 3,000 lines, and the README's module
+    map lists every module with its current length (docs/contributing.md refreshes it)."""
+    modules = sorted((ROOT / "vitlib").glob("*.py"))
+    counts = {f"vitlib/{p.name}": len(p.read_text().splitlines()) for p in modules}
+    assert sum(counts.values()) <= 3000, counts
+    rows = re.findall(r"^\| \w+ \| `(vitlib/[\w/]+\.py)` \|.*\| (\d+) \|$", (ROOT / "README.md").read_text(), re.M)
+    listed = {path: int(lines) for path, lines in rows}
+    assert listed == {k: v for k, v in counts.items() if k != "vitlib/__init__.py"}

@@ -22,8 +22,6 @@ adds the bias in bf16, the teaching form in float32):
   :func:`biased_attention`.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange

@@ -1,15 +1,14 @@
 """The RECIPE.md train augmentation, batched and vectorised on whatever device the images are on.
 
 Per image, as in the reference run: TrivialAugmentWide -> RandomHorizontalFlip(0.5) ->
-RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, box filled with 0).
-Each op is bit for bit torchvision's tensor functional on uint8 (nearest, fill 0, blends truncated).
-The reference run fed PIL images, whose blends round and whose rotation picks other nearest pixels
-at some borders: there Color/Contrast/Sharpness differ by one grey level on some pixels and Rotate
-on about 2% (tests/test_augment.py bounds the mean difference). Randomness comes from a CPU
-``torch.Generator``, so a seed gives the same augmentation on every device; the pixel work loops
-over the 14 ops, never over images."""
-
-from __future__ import annotations
+RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, box filled with 0). The ops
+are hand-written: torchvision's transforms draw one op and one magnitude per call, so a batch would
+share them, and calling them per image costs a call per image; here the pixel work loops over the 14
+ops, never over images. Each is bit for bit torchvision's tensor functional on uint8 (nearest,
+fill 0, blends truncated). The reference run fed PIL images, whose blends round and whose rotation
+picks other nearest pixels at some borders: there Color/Contrast/Sharpness differ by one grey level
+on some pixels and Rotate on about 2% (tests/test_augment.py bounds the mean difference). Randomness
+comes from a CPU ``torch.Generator``, so a seed gives the same augmentation on every device."""
 
 import math
 import random
@@ -79,10 +78,9 @@ def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
     b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
     c = torch.sin(rot - sy) / torch.cos(sy)
     d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
-    m0, m1, m3, m4 = d, -b, -c, a
-    m2 = (m0 * (-cx - tx) + m1 * (-cy - ty)) + cx
-    m5 = (m3 * (-cx - tx) + m4 * (-cy - ty)) + cy
-    return _warp(images, torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3))
+    m2 = (d * (-cx - tx) - b * (-cy - ty)) + cx  # the matrix: [[d, -b, m2], [-c, a, m5]]
+    m5 = (-c * (-cx - tx) + a * (-cy - ty)) + cy
+    return _warp(images, torch.stack([d, -b, m2, -c, a, m5], dim=1).view(-1, 2, 3))
 
 
 def shear(images: Tensor, magnitude: float | Tensor, axis: str) -> Tensor:
@@ -219,18 +217,16 @@ def flip_crop(images: Tensor, flip: Tensor, top: Tensor, left: Tensor) -> Tensor
     """``RandomHorizontalFlip`` where ``flip``, then ``RandomCrop(size, PADDING)`` at (top, left),
     in one gather. images (n, C, H, W) any dtype; flip bool (n,); top, left int64 (n,)."""
     (n, c, h, w), dev = images.shape, images.device
-    padded = F.pad(images, (PADDING,) * 4)
-    pw = w + 2 * PADDING
+    pw = w + 2 * PADDING  # the padded width
     rows = top.to(dev)[:, None] + torch.arange(h, device=dev)
     cols = left.to(dev)[:, None] + torch.arange(w, device=dev)
     cols = torch.where(flip.to(dev)[:, None], pw - 1 - cols, cols)  # pad(flip(x)) == flip(pad(x))
     index = (rows[:, :, None] * pw + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-    return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
+    return F.pad(images, (PADDING,) * 4).view(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
-def sample_erasing(
-    n: int, height: int, width: int, generator: torch.Generator | None, p: float = 0.1
-) -> Tensor:
+def sample_erasing(n: int, height: int, width: int, generator: torch.Generator | None,
+                   p: float = 0.1) -> Tensor:  # fmt: skip
     """RandomErasing boxes as torchvision draws them: with probability p, up to 10 tries of area
     ~ U(0.02, 0.33) * H * W and log aspect ~ U(log 0.3, log 3.3); the first box that fits is used.
     Returns int64 (n, 4) = (top, left, h, w) on the CPU; h = w = 0 where nothing is erased."""
@@ -258,9 +254,9 @@ def erase(images: Tensor, boxes: Tensor) -> Tensor:
     return images.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-# Train augmentation policies: "recipe" is RECIPE.md's; "flip-crop" only its flip and padded crop,
-# for short runs (TrivialAugment and erasing pay off over many epochs); "none" only the float.
-Policy = typing.Literal["recipe", "flip-crop", "none"]  # TrainConfig.augment
+# "recipe": RECIPE.md's; "none": only the float; "flip-crop": its flip and padded crop, for short
+# runs: TrivialAugment and erasing are expected to pay off only over many epochs; not measured here.
+Policy = typing.Literal["recipe", "flip-crop", "none"]  # train augmentations: TrainConfig.augment
 POLICIES: tuple[str, ...] = typing.get_args(Policy)
 
 

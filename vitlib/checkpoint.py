@@ -4,14 +4,10 @@
     last.pt.sha256   "<sha256 of last.pt>  last.pt", the format of ``sha256sum``:
                      ``sha256sum -c last.pt.sha256`` checks the file without Python
 
-PyTorch's zip reader does not verify its CRCs: one flipped bit of a small checkpoint went
-unnoticed by ``torch.load`` in 17,771 of 18,469 positions (torch 2.14). So ``load_checkpoint``
-checks the checksum first, then unpickles with ``torch.load(weights_only=True)``, which refuses
-arbitrary Python objects. Writes are atomic (``write_atomic``), and a crash at any moment leaves
-a checkpoint that verifies.
+PyTorch's zip reader does not verify its CRCs (one flipped bit went unnoticed in 17,771 of
+18,469 positions, torch 2.14), so ``load_checkpoint`` checks the sha256 first, then loads with
+``torch.load(weights_only=True)``, which refuses arbitrary Python objects. Writes are atomic.
 """
-
-from __future__ import annotations
 
 import dataclasses
 import hashlib
@@ -50,7 +46,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
         write_atomic(checksum_path(path), _checksum_lines(path, [digest]))
     except OSError as e:
         kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing written"
-        raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or e} ({kept})") from e
+        message = f"could not write checkpoint {path}: {e.strerror or e} ({kept})"
+        raise OSError(e.errno, message) from e
     return path
 
 
@@ -67,9 +64,8 @@ def _checksum_lines(path: Path, digests: list[str]) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``, whole or not at all: a temporary file in the same folder,
-    fsynced, renamed over ``path``, then the folder fsynced (where folders can be opened). On
-    ``OSError`` the previous file is untouched and the temporary file is removed. (By hand: the
-    library for it, atomicwrites, has been unmaintained since 2022.)"""
+    fsynced, renamed over ``path``, the folder fsynced; on ``OSError`` the previous file is left
+    untouched. (By hand: atomicwrites, the library for it, is unmaintained since 2022.)"""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -91,12 +87,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read and verify a checkpoint written by ``save_checkpoint``; returns its ``state``.
-
-    Raises FileNotFoundError if absent and CheckpointError (naming the file) if it has no
-    checksum beside it, does not match it (truncated, corrupted), is not a torch archive or holds
-    objects that safe loading refuses.
-    """
+    """The ``state`` of a checkpoint written by ``save_checkpoint``, verified. FileNotFoundError
+    if absent; CheckpointError (naming the file) if its checksum is missing or does not match
+    (truncated, corrupted), or it is not a torch archive or holds objects safe loading refuses."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

@@ -1,14 +1,8 @@
 """Training configuration: one frozen dataclass with every hyperparameter, the training presets
-(recipes), the command line that fills it, and one validator.
-
-``TrainConfig()`` is the reference recipe (RECIPE.md) without the one-epoch lag of its schedule.
-Fields with a fixed set of values are ``Literal`` types; ``validate(config)`` checks every field
-(type, choice, range) before any work starts and raises one ``ValueError`` listing every bad
-value with what is allowed. (The *model* registry is another thing: ``vitlib.model.MODELS``,
-named by ``--model``.)
+(recipes), the command line that fills it, and one validator. ``TrainConfig()`` is the reference
+recipe (RECIPE.md) without the one-epoch lag of its schedule. ``validate(config)`` checks every
+field before any work starts and raises one ``ValueError`` listing every bad value.
 """
-
-from __future__ import annotations
 
 import argparse
 import dataclasses
@@ -31,9 +25,8 @@ TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
 
 def _f(default, help: str):
     """A dataclass field with its ``--help`` text (read by ``build_parser``)."""
-    if isinstance(default, dict):
-        return field(default_factory=dict, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+    value = {"default_factory": dict} if isinstance(default, dict) else {"default": default}
+    return field(**value, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -88,24 +81,27 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip"] = _f("stop", "on a NaN/inf loss: 'stop' the run or "
                                                        "'skip' the step")  # fmt: skip
     progress_bar: Literal["auto", "on", "off"] = _f(
-        "auto", "a progress bar with the time left: auto (when stderr is a terminal), on or off")
+        "auto", "a progress bar with the time left: auto (when stderr is a terminal), on or off"
+    )
 
 
 # The training presets (recipes): overrides of TrainConfig(). Why each value: docs/training.md.
+# fmt: off
 PRESETS: dict[str, dict] = {
     # RECIPE.md as it ran, without its one-epoch lag (epoch 1 at min_lr, the peak at epoch 11).
     "reference": {},
     # Same model and augmentation for a modern GPU; never run yet (no GPU was lent), so these are
     # expectations: batch 512, lr scaled by sqrt(4), one warmup + cosine per step, bf16, compiled.
     "fast": {"out": "runs/fast", "batch_size": 512, "lr": 2e-3, "cycles": 1,
-             "schedule_unit": "step", "precision": "auto", "compile": True},  # fmt: skip
+             "schedule_unit": "step", "precision": "auto", "compile": True},
     # The small model for 2 CPU cores: 11 epochs in about 20 minutes (82.51% measured); every
     # choice was measured at equal wall time (bench/RESULTS.md).
     "cpu-quick": {"out": "runs/cpu-quick", "model": "vit_cifar10_small", "device": "cpu",
                   "precision": "bf16", "compile": True, "epochs": 11, "lr": 3e-3,
                   "warmup_epochs": 0.5, "cycles": 1, "schedule_unit": "step",
-                  "augment": "flip-crop", "mix": "none", "weight_decay": 0.05},  # fmt: skip
+                  "augment": "flip-crop", "mix": "none", "weight_decay": 0.05},
 }
+# fmt: on
 SCHEDULE_FIELDS = ("cycles", "warmup_epochs", "schedule_unit")
 GPU_PRESETS = ("reference", "fast")  # refused on a CPU unless --device cpu says so
 # Fields a resumed run may change: they do not alter the numbers the run computes (on one
@@ -127,16 +123,12 @@ def preset_config(name: str, **overrides) -> TrainConfig:
 
 
 def fit_schedule(preset: TrainConfig, epochs: int) -> dict:
-    """The schedule of ``preset`` fitted to a run of ``epochs`` epochs: ``{"cycles",
-    "warmup_epochs", "schedule_unit"}``.
-
-    The warmup keeps its share of a cycle (reference: 10 of 50 epochs). The preset's cycles are
-    kept when they divide ``epochs`` and each warmup still lasts a whole epoch; otherwise the run
-    is one cycle. A schedule with a new lr every epoch draws a warmup of W epochs as W constant
-    steps from ``min_lr``: with W = 1, epoch 1 runs at ``min_lr`` and epoch 2 at the peak, no
-    warmup at all. So a warmup shorter than 2 epochs gets a new lr every optimizer step. The
-    reference recipe for 20 epochs: 4 cycles, 1-epoch warmups, per step; for 4 epochs: 1 cycle,
-    a 0.8-epoch warmup, per step. Invalid ``epochs`` are left to ``validate``."""
+    """``{"cycles", "warmup_epochs", "schedule_unit"}`` of ``preset`` fitted to ``epochs``. The
+    warmup keeps its share of a cycle (reference: 10 of 50 epochs); the cycles are kept when
+    they divide ``epochs`` and each warmup lasts at least an epoch, else the run is one cycle.
+    Per epoch, a warmup of W epochs is W constant steps from ``min_lr`` (W = 1: ``min_lr``, then
+    the peak), so a warmup under 2 epochs gets a new lr every step. Reference for 20 epochs: 4
+    cycles, 1-epoch warmups, per step. Invalid ``epochs`` are left to ``validate``."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         return {}
     share = preset.warmup_epochs * preset.cycles / preset.epochs
@@ -161,8 +153,7 @@ def selection_metric(val_split: int) -> str:
 def config_from_dict(values: dict) -> TrainConfig:
     """Rebuild a ``TrainConfig`` from ``dataclasses.asdict`` / JSON output (lists -> tuples)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
+    if unknown := sorted(set(values) - names):
         raise ValueError(f"unknown training config field(s) {unknown}; valid: {sorted(names)}")
     if isinstance(values.get("betas"), list):
         values = {**values, "betas": tuple(values["betas"])}

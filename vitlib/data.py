@@ -1,7 +1,5 @@
 """CIFAR-10 as uint8 tensors and the training loader (the reference run's: bench/pil_loader.py)."""
 
-from __future__ import annotations
-
 import hashlib
 import os
 import pickle
@@ -82,17 +80,15 @@ def _download(root: Path, train: bool) -> None:
             return
         except (OSError, RuntimeError) as err:
             if attempt == 3:
-                raise RuntimeError(
-                    f"Downloading CIFAR-10 into {root} failed 3 times ({err}). Check the "
-                    f"network, or place cifar-10-batches-py/ in {root} yourself."
-                ) from err
+                failed = f"Downloading CIFAR-10 into {root} failed 3 times ({err})"
+                fix = f"Check the network, or place cifar-10-batches-py/ in {root} yourself."
+                raise RuntimeError(f"{failed}. {fix}") from err
             time.sleep(2**attempt)
 
 
-def load_cifar10(
-    root: str | os.PathLike | None = None, split: str = "train", limit: int | None = None,
-    download: bool = False,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+def load_cifar10(root: str | os.PathLike | None = None, split: str = "train",
+                 limit: int | None = None,
+                 download: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
     """CIFAR-10 ``split`` ("train": 50,000 images, "test": 10,000) in the canonical order: (images
     uint8 (N, 3, 32, 32), labels int64 (N,)). ``root`` (default ``$VITLIB_DATA``) holds
     ``cifar-10-batches-py/``, checked for structure, not bytes; ``limit`` keeps the first N images
@@ -116,10 +112,9 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
-def shard_indices(
-    n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-    drop_last: bool = True, limit: int | None = None,
-) -> Tensor:  # fmt: skip
+def shard_indices(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0,
+                  world_size: int = 1, drop_last: bool = True,
+                  limit: int | None = None) -> Tensor:  # fmt: skip
     """This rank's sample indices (CPU int64) for one epoch: entries r, r + world_size, ... of an
     order drawn from (seed, epoch) alone (``DistributedSampler``'s rule), cut to its first ``limit``
     (with ``shuffle``: a fresh subset each epoch) and with ``drop_last`` to equal shares."""
@@ -137,11 +132,10 @@ class DeviceLoader:
     ``device``: ``train`` shuffles, augments there and drops partial batches, else only converts.
     Draws come from (seed, epoch, batch, rank); ``set_epoch(e, b)`` resumes at batch b."""
 
-    def __init__(
-        self, images: Tensor, labels: Tensor, batch_size: int, *, train: bool,
-        device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
-        augment: str = "recipe", epoch_images: int | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *, train: bool,
+                 device: str | torch.device = "cpu", seed: int = 0, rank: int = 0,
+                 world_size: int = 1, augment: str = "recipe",
+                 epoch_images: int | None = None) -> None:  # fmt: skip
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
             found = f"{images.dtype} {tuple(images.shape)} and {tuple(labels.shape)}"
             raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {found}")
@@ -158,10 +152,9 @@ class DeviceLoader:
         self.epoch, self.start_batch = epoch, start_batch
 
     def _indices(self) -> Tensor:
-        return shard_indices(
-            len(self.labels), shuffle=self.train, seed=self.seed, epoch=self.epoch, rank=self.rank,
-            world_size=self.world_size, drop_last=self.train, limit=self.epoch_images,
-        )  # fmt: skip
+        return shard_indices(len(self.labels), shuffle=self.train, seed=self.seed, epoch=self.epoch,
+                             rank=self.rank, world_size=self.world_size, drop_last=self.train,
+                             limit=self.epoch_images)  # fmt: skip
 
     def __len__(self) -> int:
         n = len(self._indices())

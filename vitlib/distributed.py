@@ -1,12 +1,9 @@
 """Data-parallel training with ``torchrun``: the process group, the model wrapper, reductions.
 
 ``torchrun --nproc_per_node=N -m vitlib.train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; each
-process then trains on its share of every global batch (``DeviceLoader(rank=, world_size=)``) and
-DistributedDataParallel averages the gradients, so all processes hold identical weights. Only
-rank 0 writes files. Without torchrun everything here is a no-op (world size 1).
+process trains on its share of every global batch and DDP averages the gradients, so all hold
+identical weights. Only rank 0 writes files. Without torchrun all of this is a no-op.
 """
-
-from __future__ import annotations
 
 import os
 from dataclasses import dataclass
@@ -49,11 +46,9 @@ def cleanup() -> None:
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """``model`` in DistributedDataParallel when there are several processes, else itself.
-
-    On CUDA, BatchNorm (the small model's stem) becomes SyncBatchNorm, which normalises over the
-    global batch as one process would; it has no CPU kernel, so CPU processes normalise over
-    their own share."""
+    """``model`` in DistributedDataParallel when there are several processes, else itself. On
+    CUDA, BatchNorm becomes SyncBatchNorm (statistics over the global batch); it has no CPU
+    kernel, so CPU processes normalise over their own share."""
     if info.world_size == 1:
         return model
     if info.device.type == "cuda":
@@ -78,7 +73,7 @@ def match_conv_grad_layout(model: nn.Module) -> None:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes in place (nothing to do in a single one); returns it."""
     if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor)  # the default op is SUM
     return tensor
 
 

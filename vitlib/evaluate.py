@@ -1,8 +1,6 @@
 """Test-set evaluation (accuracy, per class, confusion matrix, optional flip TTA); from a shell,
 ``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--datapath DIR] [--tta]``."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import sys
@@ -41,13 +39,10 @@ def load_model(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.
     return model.to(device).eval(), state
 
 
-def predict(
-    model: nn.Module, images: Tensor, batch_size: int = 500, tta: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-) -> Tensor:  # fmt: skip
+def predict(model: nn.Module, images: Tensor, batch_size: int = 500, tta: bool = False,
+            autocast_dtype: torch.dtype | None = None) -> Tensor:  # fmt: skip
     """uint8 images (N, 3, 32, 32) -> float32 logits (N, K); ``tta``: mean with the mirror image."""
-    device = next(model.parameters()).device
-    outputs = []
+    device, outputs = next(model.parameters()).device, []
     with eval_mode(model), autocast(device, autocast_dtype):
         for batch in images.split(batch_size):
             x = batch.to(device).float().div_(255)
@@ -67,10 +62,9 @@ def per_class_accuracy(confusion: Tensor) -> Tensor:
     return confusion.diag().double() / confusion.sum(dim=1).double()
 
 
-def evaluate_model(
-    model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 500, tta: bool = False,
-    label_smoothing: float = 0.0, autocast_dtype: torch.dtype | None = None,
-) -> dict:  # fmt: skip
+def evaluate_model(model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 500,
+                   tta: bool = False, label_smoothing: float = 0.0,
+                   autocast_dtype: torch.dtype | None = None) -> dict:  # fmt: skip
     """uint8 images (N, 3, 32, 32), labels (N,) -> {"accuracy", "loss" (cross-entropy; the reference
     run's log: label smoothing 0.1), "logits" (N, K), "predictions" (N,), "confusion" (K, K)}."""
     logits = predict(model, images, batch_size, tta, autocast_dtype)
@@ -78,10 +72,9 @@ def evaluate_model(
     return {
         "accuracy": (predictions == labels).double().mean().item(),
         "loss": nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
-        "logits": logits,
-        "predictions": predictions,
+        "logits": logits, "predictions": predictions,
         "confusion": confusion_matrix(predictions, labels, logits.shape[1]),
-    }
+    }  # fmt: skip
 
 
 def attention_maps(model: RelViT, image: Tensor) -> Tensor:

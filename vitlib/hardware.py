@@ -1,16 +1,17 @@
-"""What the machine offers a run: the device, the arithmetic precision, and the memory.
+"""What the machine offers a run: the device, the arithmetic precision, compilation, the memory
+and, on a shared CPU, the cores other processes leave free.
 
 ``resolve_device("auto")`` picks CUDA when present; ``autocast_dtype("auto", device)`` picks bf16
-on GPUs with bf16 tensor cores, fp16 on older ones, nothing (fp32) on a CPU. ``memory_estimate``
-measures what one training image costs and ``check_memory`` refuses a configuration that would
-not fit, naming the flag to change, instead of letting the operating system kill the run.
+on GPUs with bf16 tensor cores, fp16 on older ones, nothing (fp32) on a CPU. ``check_memory``
+measures what one training image costs and refuses a configuration that would not fit, naming
+the flag to change, instead of letting the operating system kill the run.
 """
-
-from __future__ import annotations
 
 import copy
 import os
 import sys
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,9 +22,8 @@ GIB = 2**30
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> cuda if available else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(auto if name == "auto" else name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -48,10 +48,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
 
 def compiled(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None) -> nn.Module:
     """``torch.compile(model)``, compiled now by one step on ``example`` (a zero batch); on any
-    failure (no compiler, unsupported platform) prints why and returns ``model``. The buffers
-    (BatchNorm statistics) are put back, so a compiled run equals an eager one and resumes
-    exactly. On a CPU the kernels read the thread count when they run (inductor's
-    ``cpp.dynamic_threads``), so ``vitlib.cpu.CpuThreads`` can still change it."""
+    failure prints why and returns ``model``. BatchNorm statistics are put back, so a compiled
+    run equals an eager one. On a CPU the kernels read the thread count when they run (inductor's
+    ``cpp.dynamic_threads``), so ``CpuThreads`` can still change it."""
     options = {"cpp.dynamic_threads": True} if example.device.type == "cpu" else None
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
@@ -119,3 +118,74 @@ def check_memory(model: nn.Module, batch_size: int, dtype: torch.dtype | None,
         f"(activations of every image of a step), but {available / GIB:.1f} GiB is available: "
         f"pass --batch_size {fits} or smaller, or a smaller model (--model_overrides)"
     )
+
+
+# ---------------------------------------------------------------- sharing the CPU politely
+# An OpenMP parallel region ends only when all its threads are done. Beside another busy process
+# one of ours is often descheduled for a whole time slice while the others wait, region after
+# region: with PyTorch's 2 threads a run kept 2% of its alone speed beside a busy PyTorch process
+# on 2 cores (bench/shared_cores.py). ``CpuThreads.update()`` (after every step) sets the thread
+# count to the cores others leave free (Linux: ``/proc/stat``). ``OMP_NUM_THREADS`` turns it off,
+# for bitwise repeats (sums over other thread counts round differently). No library does this.
+
+PROC_STAT = Path("/proc/stat")
+
+
+def busy_cpu_seconds(cores: set[int], stat: Path = PROC_STAT) -> float | None:
+    """CPU seconds all processes have spent busy on ``cores`` since boot (None without
+    /proc/stat). Only these cores count: under ``taskset`` or a container's cpuset, work on the
+    machine's other cores leaves ours free."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    busy = 0
+    for name, *fields in (line.split() for line in lines):
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq ...
+            busy += sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process has used (user + system, all threads)."""
+    return os.times().user + os.times().system
+
+
+class CpuThreads:
+    """Keeps ``torch.get_num_threads()`` at the number of cores other processes leave free.
+
+    ``most``: the thread count when the machine is ours (default: PyTorch's at creation);
+    ``every``: seconds between two looks. Another process counts as occupying a core from half a
+    core of CPU use; ``others`` holds the cores they used at the last look. ``cores``, ``clock``,
+    ``busy`` and ``own`` (this process's CPU seconds) default to this machine's."""
+
+    def __init__(self, most: int | None = None, every: float = 5.0, *, cores: set[int] | None = None,
+                 clock=time.perf_counter, busy=busy_cpu_seconds, own=own_cpu_seconds) -> None:  # fmt: skip
+        self.most, self.every, self.others = most or torch.get_num_threads(), every, 0.0
+        affinity = getattr(os, "sched_getaffinity", lambda pid: set())  # the cores we may use
+        self.allowed = affinity(0) if cores is None else cores
+        self.cores, self.clock, self.busy, self.own = len(self.allowed), clock, busy, own
+        self.enabled = ("OMP_NUM_THREADS" not in os.environ and busy(self.allowed) is not None
+                        and min(self.cores, self.most) > 1)  # fmt: skip
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        return self.clock(), self.busy(self.allowed) or 0.0, self.own()
+
+    def update(self) -> int | None:
+        """Re-balance if it is time to look; returns (and prints) the new thread count when it
+        changed."""
+        if not self.enabled or self.clock() - self._last[0] < self.every:
+            return None
+        now = self._sample()
+        elapsed, busy, own = (a - b for a, b in zip(now, self._last, strict=True))
+        self._last = now
+        self.others = max(0.0, busy - own) / elapsed
+        threads = max(1, min(self.most, self.cores - int(self.others + 0.5)))
+        if threads == torch.get_num_threads():
+            return None
+        torch.set_num_threads(threads)
+        print(f"\nother processes use {self.others:.1f} of {self.cores} cores: training with "
+              f"{threads} thread(s)", file=sys.stderr)  # fmt: skip
+        return threads

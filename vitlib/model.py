@@ -8,8 +8,7 @@
                      x = x + gamma_mlp  * MLP(LayerNorm(x))   (scalar gammas, start at 0)
       -> LayerNorm, GELU, mean over tokens (no class token), dropout 0.3, Linear -> (B, 10)
 
-Every LayerNorm normalises the channels of one token, as the seed's "channel LayerNorm" did.
-"""
+Every LayerNorm normalises the channels of one token, as the seed's "channel LayerNorm" did."""
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ from .attention import SelfAttention2d, check_attention
 from .patching import PatchStem, StridedConvStem, check_patch_size, check_power_of_two
 
 STEMS = {"patch": PatchStem, "conv": StridedConvStem}
-# ModelConfig's checks: fields -> (test of each value, what the test asks for).
-FIELD_CHECKS = {
+FIELD_CHECKS = {  # ModelConfig's checks: fields -> (test of each value, what the test asks for)
     "image_size in_channels stem_channels dim depth head_channels mlp_ratio num_classes":
         (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     "dropout head_dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
@@ -118,8 +116,7 @@ class RelViT(nn.Module):
         shape = (config.dim, *config.grid)  # one learned vector per grid position
         self.pos_embedding = nn.Parameter(torch.zeros(shape)) if config.absolute_position else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
-        self.norm = nn.LayerNorm(config.dim)
-        self.act = nn.GELU()
+        self.norm, self.act = nn.LayerNorm(config.dim), nn.GELU()  # after the last block
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(config.dim, config.num_classes)
         self.reset_parameters()
@@ -147,17 +144,15 @@ class RelViT(nn.Module):
         """A ``ValueError`` names the problem unless images are ``(B, C, S, S)`` as configured."""
         c, s, shape = self.config.in_channels, self.config.image_size, tuple(images.shape)
         if images.ndim != 4:
-            raise ValueError(
-                f"expected a batch of images (B, {c}, {s}, {s}), got a {images.ndim}-D tensor of "
-                f"shape {shape}; add a batch dimension with images.unsqueeze(0)"
-            )
+            got = f"got a {images.ndim}-D tensor of shape {shape}"
+            fix = "add a batch dimension with images.unsqueeze(0)"
+            raise ValueError(f"expected a batch of images (B, {c}, {s}, {s}), {got}; {fix}")
         if shape[1] != c:
             raise ValueError(f"expected {c} input channels, got {shape[1]} (shape {shape})")
         if shape[-2:] != (s, s):
-            raise ValueError(
-                f"this model is built for {s}x{s} images, got {shape[-2]}x{shape[-1]}; "
-                f"resize the images or create the model with image_size={shape[-1]}"
-            )
+            got = f"got {shape[-2]}x{shape[-1]}"
+            fix = f"resize the images or create the model with image_size={shape[-1]}"
+            raise ValueError(f"this model is built for {s}x{s} images, {got}; {fix}")
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """images ``(B, 3, H, W)`` -> tokens after the last block ``(B, N, C)``."""

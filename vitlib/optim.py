@@ -8,18 +8,13 @@ Adam's division by ``sqrt(v_hat)`` would rescale per parameter. ``torch.optim.Ad
 step size ``alpha``, so PyTorch's ``weight_decay`` is the paper's ``lambda / alpha``.
 """
 
-from __future__ import annotations
-
 import torch
 from torch import nn
 
 
 def decay_parameter_names(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Split trainable parameter names into (decay, no_decay) by walking the modules.
-
-    A parameter shared by several modules is listed once, under its first name, and decays if
-    any module using it is a Conv2d/Linear holding it as ``weight``.
-    """
+    """Trainable parameter names split into (decay, no_decay). A parameter shared by several
+    modules is listed once and decays if any Conv2d/Linear holds it as ``weight``."""
     decay_ids = {
         id(module.weight)
         for module in model.modules()

@@ -10,8 +10,6 @@ mixes each pixel with its 3x3 neighbourhood; :class:`StridedConvStem` reaches th
 ``(dim, H/p, W/p)`` map through stride-2 3x3 convolutions instead.
 """
 
-from __future__ import annotations
-
 import torch
 from einops import rearrange
 from torch import nn

@@ -1,7 +1,5 @@
 """Every plot of vitlib, a Figure made without pyplot (any backend). CLI: python -m vitlib.plots."""
 
-from __future__ import annotations
-
 import argparse
 import csv
 import json
@@ -92,9 +90,8 @@ def token_strip_figure(patches: Tensor, patch_size: int, count: int = 32) -> Fig
     return fig
 
 
-def attention_figure(
-    image: Tensor, weights: Tensor, query: int, patch_size: int, title: str = ""
-) -> Figure:
+def attention_figure(image: Tensor, weights: Tensor, query: int, patch_size: int,
+                     title: str = "") -> Figure:  # fmt: skip
     """Attention weights ``(N,)`` of one query over the keys, beside the image ``(3, H, W)``."""
     grid = (image.shape[-2] // patch_size, image.shape[-1] // patch_size)
     fig, [[image_ax, weights_ax]] = _panels((6.5, 3.3), 1, 2)
@@ -129,9 +126,8 @@ def plot_index(height: int, width: int) -> Figure:
     return fig
 
 
-def attention_bias_figure(
-    image: Tensor, table: Tensor, query: tuple[int, int], patch_size: int = 2
-) -> Figure:
+def attention_bias_figure(image: Tensor, table: Tensor, query: tuple[int, int],
+                          patch_size: int = 2) -> Figure:  # fmt: skip
     """The query patch ``(y, x)`` of the image ``(3, H, W)``, the offset table ``(2R-1, 2C-1)`` of
     the ``(R, C)`` grid, and the bias it adds to key ``(i, j)``: ``table[i-y+R-1, j-x+C-1]``."""
     rows, cols = grid = (image.shape[-2] // patch_size, image.shape[-1] // patch_size)
@@ -154,8 +150,7 @@ def attention_bias_figure(
 
 def offset_tables_figure(tables: Tensor, grid: tuple[int, int], title: str = "") -> Figure:
     """Tables ``(blocks, heads, (2H-1)(2W-1))`` as offset images, one scale (red: a score bonus)."""
-    blocks, heads = tables.shape[:2]
-    limit = tables.abs().max().item() or 1.0
+    (blocks, heads), limit = tables.shape[:2], tables.abs().max().item() or 1.0  # one colour scale
     fig, axes = _panels((1.4 * heads + 0.8, 1.5 * blocks), blocks, heads, style="frame")
     for (b, h), ax in np.ndenumerate(axes):
         shown = ax.imshow(offset_table(tables[b, h], *grid), cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -226,8 +221,7 @@ def plot_confusion(confusion: Tensor, classes: tuple[str, ...]) -> Figure:
 def plot_attention(image: Tensor, maps: Tensor, query: int, grid) -> Figure:
     """What token ``query`` (row-major on ``grid``) attends to, over the image ``(3, H, W)``:
     ``maps`` ``(blocks, heads, N, N)`` (``vitlib.evaluate.attention_maps``), a row per block."""
-    blocks, heads = maps.shape[:2]
-    cell = image.shape[-2] // grid[0]  # pixels per token
+    (blocks, heads), cell = maps.shape[:2], image.shape[-2] // grid[0]  # cell: pixels per token
     fig, axes = _panels((1.3 * (heads + 1), 1.35 * blocks), blocks, heads + 1, style="frame")
     for (b, h), ax in np.ndenumerate(axes):
         _show(ax, image, ("query" if h == 0 else f"head {h - 1}") if b == 0 else "", fontsize=8)

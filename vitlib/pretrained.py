@@ -5,8 +5,6 @@ version, date, wall time, test accuracy with and without flip TTA), also in the 
 (``HEADER_KEY``) so that a copied weights file still knows what it is. ``bench/ship_pretrained.py``
 writes them from notebook 05's run; ``python -m vitlib.evaluate --pretrained NAME`` re-measures."""
 
-from __future__ import annotations
-
 import json
 from importlib import resources
 from pathlib import Path

@@ -13,8 +13,6 @@ positions in attention go back to Shaw et al. 2018 (https://arxiv.org/abs/1803.0
 2-D table is the Swin Transformer's (Liu et al. 2021, https://arxiv.org/abs/2103.14030).
 """
 
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -12,6 +12,7 @@ run writes besides them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -104,10 +105,8 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self.lock.is_locked:
             self.path.write_text("")  # a clean exit: nothing left for the next run to report
-            try:
-                self.path.unlink()  # while still locked (Windows: filelock deletes it on release)
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # Windows: filelock deletes it on release
+                self.path.unlink()  # while still locked
             self.lock.release()
 
 
@@ -116,8 +115,7 @@ class StopSignal:
     checkpoint, then returns); a second signal aborts at once with KeyboardInterrupt."""
 
     def __init__(self) -> None:
-        self.signum = 0
-        self._previous: dict[int, typing.Any] = {}
+        self.signum, self._previous = 0, {}
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
@@ -137,9 +135,6 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-# ---------------------------------------------------------------- config and metric files
-
-
 def write_config(run_dir: Path, config: TrainConfig) -> None:
     """config.json: every field of the run's ``TrainConfig``."""
     text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
@@ -149,12 +144,13 @@ def write_config(run_dir: Path, config: TrainConfig) -> None:
 def write_metrics(run_dir: Path, rows: list[dict], append: bool = False) -> None:
     """metrics.csv and metrics.jsonl: (re)written from the history on start and resume, or
     ``append``-ed one epoch's record at a time."""
-    with open(run_dir / "metrics.csv", "a" if append else "w", newline="") as f:
+    mode = "a" if append else "w"
+    with open(run_dir / "metrics.csv", mode, newline="") as f:
         writer = csv.DictWriter(f, METRIC_COLUMNS, restval="nan")  # nan: no val_acc
         if not append:
             writer.writeheader()
         writer.writerows(rows)
-    with open(run_dir / "metrics.jsonl", "a" if append else "w") as f:
+    with open(run_dir / "metrics.jsonl", mode) as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
@@ -163,8 +159,8 @@ def write_metrics(run_dir: Path, rows: list[dict], append: bool = False) -> None
 
 def save_last(run: Run) -> dict | None:
     """Write last.pt on the main process: weights (and EMA), optimizer, loss scaler, progress and
-    the config, as plain tensors, numbers, strings, lists and dicts, which
-    ``torch.load(weights_only=True)`` reads. Returns what was written (None elsewhere)."""
+    config as plain tensors, numbers, strings, lists and dicts (``torch.load(weights_only=True)``
+    reads them). Returns what was written (None elsewhere)."""
     if not run.info.is_main:
         return None
     ema, p = run.ema, run.progress
@@ -197,10 +193,9 @@ def save(path: Path, saved: dict) -> None:
 
 
 def load_resumable(config: TrainConfig, is_main: bool) -> dict | None:
-    """With ``--resume``, the state in ``last.pt``, checked against ``config``: only fields that
-    do not change the numbers may differ, and ``epochs`` may grow (the run is extended). None
-    without ``--resume``, or for a folder whose run stopped before its first checkpoint (it
-    starts over)."""
+    """With ``--resume``, the state in ``last.pt``, checked against ``config`` (only fields that
+    do not change the numbers may differ; ``epochs`` may grow). None without ``--resume`` or for
+    a folder whose run stopped before its first checkpoint (it starts over)."""
     run_dir = Path(config.out)
     if not config.resume:
         return None

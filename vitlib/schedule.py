@@ -9,15 +9,10 @@ warmup ``W``, at ``p = t mod L``::
     p <  W:  min_lr + (lr - min_lr) * p / W
     p >= W:  min_lr + (lr - min_lr) * (1 + cos(pi * (p - W) / (L - W))) / 2
 
-so ``t = 0`` gives ``min_lr``, ``t = W`` the peak ``lr`` and every restart (``t = k * L``) drops
-back to ``min_lr``. This matches the recorded reference run value for value
-(``seed_run_log.csv``), which ran one epoch behind it (RECIPE.md).
-
-There is no scheduler object: the training loop asks ``lr_at`` for every step's learning rate, so
-a checkpoint holds no schedule, and a run extended to more epochs follows the longer one.
+so ``t = 0`` gives ``min_lr``, ``t = W`` the peak and each restart ``t = k L`` ``min_lr`` again:
+the recorded reference run value for value (``seed_run_log.csv``), one epoch behind. There is
+no scheduler object to save: the loop asks ``lr_at`` for every step's learning rate.
 """
-
-from __future__ import annotations
 
 import math
 

@@ -1,7 +1,5 @@
 """How big is a model: parameters, FLOPs per image, and a readable table."""
 
-from __future__ import annotations
-
 import contextlib
 import functools
 

@@ -6,20 +6,13 @@
     python -m vitlib.train --out runs/cpu-quick --resume --epochs 20  # extend a finished run
     torchrun --nproc_per_node=4 -m vitlib.train --preset fast        # data parallel
 
-``train(config)``: set up, then ``for epoch ... for batch ...`` one optimizer step per batch
-(``train_step``), and after every epoch an evaluation, a line of metrics and a checkpoint
-(``end_epoch``). The guarantees live in helpers named after them, one line each in the loop:
-``RunLock``, ``StopSignal``, ``rundir.save_last``, ``hardware.check_memory``, ``CpuThreads``.
-
-Randomness is stateless: an epoch's data order is drawn from (seed, epoch), every other draw of
-a step (augmentation, CutMix, dropout) from (seed, epoch, batch, rank), and the learning rate is
-the pure function ``lr_at`` of the step. So a run resumed at batch b of epoch e starts right
-there and ends with the weights of an uninterrupted run (bitwise on a CPU at a fixed thread
-count); on another number of processes it sees the same images per global batch at the same
-learning rates, with other augmentation draws, so the weights are close, not equal.
+``train(config)``: set up, then ``for epoch ... for batch ...`` one step per batch
+(``train_step``), and after every epoch an evaluation, metrics and a checkpoint (``end_epoch``).
+Guarantees live in helpers named after them, one line each: ``RunLock``, ``StopSignal``,
+``rundir.save_last``, ``hardware.check_memory``, ``CpuThreads``. Every random draw is seeded
+from (seed, epoch[, batch, rank]) and the lr is ``lr_at`` of the step, so a run resumed at any
+batch ends with the weights of an uninterrupted one (bitwise on a CPU at a fixed thread count).
 """
-
-from __future__ import annotations
 
 import dataclasses
 import math
@@ -38,10 +31,9 @@ from tqdm.auto import tqdm
 from . import distributed, hardware, rundir
 from .augment import cutmix
 from .config import TrainConfig, config_from_args, selection_metric, validate
-from .cpu import CpuThreads
 from .data import DeviceLoader, derive_seed, load_cifar10
 from .evaluate import evaluate_model
-from .hardware import autocast
+from .hardware import CpuThreads, autocast
 from .model import create_model
 from .optim import create_optimizer
 from .rundir import Progress, RunLock, StopSignal, TrainingError
@@ -75,18 +67,15 @@ class Run:
     @property
     def out_of_time(self) -> bool:
         """Whether the run has used its time budget (never without one)."""
-        budget = self.config.time_budget
-        return bool(budget) and self.progress.elapsed_s >= 60 * budget
+        return 0 < 60 * self.config.time_budget <= self.progress.elapsed_s
 
 
 def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter,
           on_batch: Callable | None = None, on_epoch_end: Callable | None = None) -> dict:  # fmt: skip
-    """Train as ``config`` says. Returns the last epoch's metrics plus ``history`` (all epochs),
-    ``run_dir`` and ``interrupted`` (the signal number that stopped the run, or 0).
-
-    ``clock``: seconds, for ``--time_budget`` and the timings. On every process,
-    ``on_batch(run, images, labels)`` runs before each step and ``on_epoch_end(run, record)``
-    after each epoch's checkpoint (a log, a plot, a test's probe)."""
+    """Train as ``config`` says; returns the last epoch's metrics, ``history`` (all epochs),
+    ``run_dir`` and ``interrupted`` (the signal that stopped the run, or 0). ``clock``: seconds.
+    On every process ``on_batch(run, images, labels)`` runs before each step and
+    ``on_epoch_end(run, record)`` after each epoch's checkpoint (a log, a plot, a test's probe)."""
     started = clock()  # a --time_budget counts the start-up
     validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     info = distributed.setup(hardware.resolve_device(config.device))
@@ -200,7 +189,9 @@ def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, 
     model = model.to(info.device, memory_format=layout)
     optimizer = create_optimizer(model, lr=config.lr, betas=config.betas, eps=config.eps,
                                  weight_decay=config.weight_decay)  # fmt: skip
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
+    ema = None  # or an average of the weights: ema = d * ema + (1 - d) * weights, every step
+    if config.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema))
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype is torch.float16)
     loader, eval_sets = load_data(config, info)
     run = Run(config, info, loader, eval_sets, model, model, optimizer, scaler, ema, amp_dtype,
@@ -228,11 +219,10 @@ def load_data(config: TrainConfig, info: distributed.DistInfo) -> tuple[DeviceLo
     if config.val_split:
         eval_sets["val"] = images[kept:], labels[kept:]
     eval_sets = {name: (x.to(info.device), y) for name, (x, y) in eval_sets.items()}
-    loader = DeviceLoader(
-        images[:kept], labels[:kept], config.batch_size // info.world_size, train=True,
-        device=info.device, augment=config.augment, seed=config.seed, rank=info.rank,
-        world_size=info.world_size, epoch_images=config.epoch_images,
-    )  # fmt: skip
+    loader = DeviceLoader(images[:kept], labels[:kept], config.batch_size // info.world_size,
+                          train=True, device=info.device, augment=config.augment, seed=config.seed,
+                          rank=info.rank, world_size=info.world_size,
+                          epoch_images=config.epoch_images)  # fmt: skip
     return loader, eval_sets
 
 
@@ -256,9 +246,8 @@ def describe(run: Run) -> str:
 def epochs_left(run: Run) -> bool:
     """Whether another epoch is due: up to ``epochs``, or with a time budget until it is used
     (the last epoch then ends at the step where the time ran out)."""
-    if run.config.time_budget:
-        return not run.out_of_time
-    return run.progress.epoch < run.config.epochs
+    c = run.config
+    return not run.out_of_time if c.time_budget else run.progress.epoch < c.epochs
 
 
 def lr_for_next_step(run: Run) -> float:
@@ -295,7 +284,7 @@ def count_loss(run: Run, loss: float) -> None:
 def checkpoint_due(run: Run) -> bool:
     """``--checkpoint_every N``: a mid-epoch last.pt every N steps (epoch ends save anyway)."""
     every, p = run.config.checkpoint_every, run.progress
-    return bool(every) and p.step % every == 0 and p.batch < len(run.loader)
+    return every > 0 and p.step % every == 0 and p.batch < len(run.loader)
 
 
 def progress_bar(run: Run) -> tqdm:
@@ -331,8 +320,7 @@ def epoch_line(config: TrainConfig, record: dict) -> str:
 
 
 def result(run: Run, bar: tqdm) -> dict:
-    """What ``train`` returns: the last epoch's metrics, ``history``, ``run_dir``, ``interrupted``
-    (after a stop signal, it says how to go on: last.pt holds the step reached)."""
+    """What ``train`` returns; after a stop signal it says how to go on (last.pt has the step)."""
     bar.close()
     if run.stop.signum and run.info.is_main:
         print(f"stopped at step {run.progress.step}; continue with --resume (checkpoint "
