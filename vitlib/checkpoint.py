@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# ModelConfig fields that do not change the weights (same state_dict, same numbers or only
+# ModelConfig fields that do not change the weights (same state_dict, the same function or only
 # training-time behaviour): a checkpoint loads into a model that differs only in these.
 WEIGHT_NEUTRAL_FIELDS = frozenset({"attention", "dropout", "head_dropout"})
 

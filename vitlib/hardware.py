@@ -47,10 +47,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
 
 
 def compiled(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None) -> nn.Module:
-    """``torch.compile(model)``, compiled now by one step on ``example`` (a zero batch); on any
-    failure prints why and returns ``model``. BatchNorm statistics are put back, so a compiled
-    run equals an eager one. On a CPU the kernels read the thread count when they run (inductor's
-    ``cpp.dynamic_threads``), so ``CpuThreads`` can still change it."""
+    """``torch.compile(model)``, compiled now by a step on ``example`` (a zero batch), BatchNorm
+    statistics put back (a compiled run equals an eager one); on failure, says why and returns
+    ``model``. CPU kernels read the thread count when they run, so ``CpuThreads`` still works."""
     options = {"cpp.dynamic_threads": True} if example.device.type == "cpu" else None
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:

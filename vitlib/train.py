@@ -102,6 +102,7 @@ def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter
                     if stopping or checkpoint_due(run):
                         rundir.save_last(run)
                     if stopping:
+                        distributed.barrier()  # last.pt is written before any process leaves
                         return result(run, bar)
                     if run.out_of_time:
                         break
