@@ -67,3 +67,10 @@ def test_a_run_that_does_not_fit_in_memory_is_refused_naming_the_flag(
     assert (
         not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "run.lock").exists()
     )
+
+
+def test_the_training_modules_import_without_fcntl():
+    """Windows has no ``fcntl``: the run directory's lock is filelock's, so importing the loop
+    must not need it."""
+    code = "import sys; sys.modules['fcntl'] = None; import vitlib.train, vitlib.rundir"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -69,15 +69,16 @@ def compiled(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None)
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes a new allocation can still get: free GPU memory, or on a CPU the operating system's
-    ``MemAvailable`` (page cache included; elsewhere than Linux, all physical memory)."""
+    """Bytes a new allocation can still get: free GPU memory; on Linux ``MemAvailable``, on other
+    POSIX systems all physical memory, on Windows no limit (``os.sysconf`` is missing)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as f:
             return int(dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        sysconf = getattr(os, "sysconf", lambda name: 2**31)
+        return sysconf("SC_PAGE_SIZE") * sysconf("SC_PHYS_PAGES")
 
 
 def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> int:

@@ -95,8 +95,7 @@ class RunLock:
             leftover.unlink(missing_ok=True)
         return self
 
-    def _owner(self) -> str:
-        """``"pid host"`` of the process that holds (or, dead, held) the lock; "" if none."""
+    def _owner(self) -> str:  # "pid host" of the process that holds (or held) the lock, or ""
         try:
             return self.path.read_text(errors="replace").strip()
         except OSError:  # Windows refuses reads of a locked file
