@@ -6,20 +6,14 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_bench_module
+from helpers import BENCH, load_bench_module
 
 from vitlib.config import validate
 from vitlib.model import MODELS, create_model
 from vitlib.summary import count_parameters
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-
 
 ablations = load_bench_module("ablations")
 # Loading it imported bench/resnet.py, which added the ResNet-20 to vitlib.model.MODELS: this file's

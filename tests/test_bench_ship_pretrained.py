@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +15,6 @@ from vitlib.model import create_model
 from vitlib.pretrained import HEADER_KEY
 
 pytest.importorskip("papermill")  # ship_pretrained.py re-executes notebooks with it
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
 
 
 def test_export_round_trip(tmp_path):

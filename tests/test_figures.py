@@ -4,7 +4,6 @@ figure as a valid, small image; images reach ``imshow`` through ``to_imshow``.""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,6 @@ from PIL import Image
 from vitlib import plots
 from vitlib.data import CLASSES, load_cifar10
 from vitlib.relpos import relative_position_index
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 EXPECTED = {
     "patch_grid.png": ("PNG", 1),

@@ -27,7 +27,6 @@ from vitlib.evaluate import evaluate_model, load_model  # noqa: E402
 pytestmark = pytest.mark.slow  # every test here runs a script or a notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-BENCH = NOTEBOOKS.parent / "bench"
 TINY = {
     "preset": "cpu-quick",
     "epochs": 1,
@@ -144,8 +143,6 @@ def test_results_notebook_names_a_missing_checkpoint(tmp_path):
         execute("06_results.ipynb", tmp_path / "06.ipynb", checkpoint=str(missing))
     assert "FileNotFoundError" in str(error.value)
     assert str(missing) in str(error.value) and "05_training.ipynb" in str(error.value)
-
-
 
 
 def test_ablations_notebook_reruns_tiny(cifar_root, tmp_path):
