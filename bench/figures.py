@@ -97,9 +97,9 @@ def vit_animation(image: torch.Tensor, path: str | Path, patch_size: int = 2, fp
 
 
 def ablation_figure(runs: list[dict], curves: list[dict]) -> Figure:
-    """Two panels for the rows of ``bench/ablations.py``: test accuracy against wall time, one
-    line per run (a colour per variant, the full model in black), and the final accuracy of every
-    run on all test images, one row per variant with its mean marked."""
+    """Two panels for the rows of ``bench/ablations.py``: test accuracy against the training images
+    seen, one line per run (a colour per variant, the full model in black), and the final accuracy
+    of every run on all test images, one row per variant with its mean marked."""
     names = list(dict.fromkeys(r["variant"] for r in runs))
     colours = {name: "black" if i == 0 else f"C{i - 1}" for i, name in enumerate(names)}
     fig = Figure(figsize=(13, 4.6), layout="constrained")
@@ -108,10 +108,10 @@ def ablation_figure(runs: list[dict], curves: list[dict]) -> Figure:
         for seed in sorted({c["seed"] for c in curves if c["variant"] == name}):
             rows = [c for c in curves if c["variant"] == name and c["seed"] == seed]
             label = name if seed == min(c["seed"] for c in curves if c["variant"] == name) else None
-            curve_ax.plot([c["wall_s"] / 60 for c in rows], [100 * c["test_acc"] for c in rows],
+            curve_ax.plot([c["images_seen"] / 1000 for c in rows], [100 * c["test_acc"] for c in rows],
                           color=colours[name], lw=1.2, label=label)  # fmt: skip
-    curve_ax.set(title="test accuracy during training (test subset)", xlabel="wall time (min)",
-                 ylabel="test accuracy (%)")  # fmt: skip
+    curve_ax.set(title="test accuracy during training (2,000 test images)",
+                 xlabel="training images seen (thousands)", ylabel="test accuracy (%)")  # fmt: skip
     curve_ax.legend(fontsize=7, ncol=2)
     for row, name in enumerate(names):
         accs = [100 * r["test_acc"] for r in runs if r["variant"] == name]

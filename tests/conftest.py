@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, local_data_root
 
 from vitlib.config import TrainConfig, preset_config
-from vitlib.data import CLASSES, local_data_root
+from vitlib.data import CLASSES
 
 SYNTHETIC_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 # One clearly different colour per class (red, green, yellow, blue, orange, purple, cyan,

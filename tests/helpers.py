@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import torch
+
+
+def local_data_root() -> Path | None:
+    """``$VITLIB_DATA`` if it holds ``cifar-10-batches-py/`` (the real CIFAR-10), else None."""
+    root = os.environ.get("VITLIB_DATA")
+    return Path(root) if root and (Path(root) / "cifar-10-batches-py").is_dir() else None
 
 
 def labelled_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

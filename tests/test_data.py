@@ -54,9 +54,10 @@ def test_test_split_and_limit(cifar_root):
 
 def test_explicit_root_beats_env(cifar_root, monkeypatch, tmp_path):
     monkeypatch.setenv("VITLIB_DATA", str(tmp_path / "nowhere"))
-    assert D.resolve_data_root(cifar_root) == cifar_root
-    assert D.resolve_data_root(None) == tmp_path / "nowhere"
-    assert D.resolve_data_root(cifar_root / "cifar-10-batches-py") == cifar_root
+    cifar10, folder = D.DATASETS["CIFAR-10"], cifar_root / "cifar-10-batches-py"
+    assert D.locate(cifar10, cifar_root) == folder
+    assert D.locate(cifar10, None) == tmp_path / "nowhere"
+    assert D.locate(cifar10, folder) == folder  # the dataset's own folder
     _, labels = D.load_cifar10(cifar_root, split="test", limit=3)
     assert len(labels) == 3
     with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -65,13 +66,14 @@ def test_explicit_root_beats_env(cifar_root, monkeypatch, tmp_path):
 
 def test_no_root_at_all_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("VITLIB_DATA", raising=False)
-    with pytest.raises(FileNotFoundError, match="VITLIB_DATA"):
-        D.resolve_data_root(None)
+    with pytest.raises(FileNotFoundError, match="No CIFAR-10 location given. Set VITLIB_DATA"):
+        D.load_cifar10(None)
 
 
 def test_missing_folder_says_how_to_fix(tmp_path):
     # (a missing batch file: tests/reliability/test_data_files.py)
-    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py does not exist.*VITLIB_DATA"):
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-10: .*test_batch is missing\. Expected the "
+                       r"official layout cifar-10-batches-py/.*VITLIB_DATA"):  # fmt: skip
         D.load_cifar10(tmp_path, split="test")
 
 
@@ -90,7 +92,7 @@ def _zeros(rows: int = 10_000, dtype=np.uint8) -> np.ndarray:
 @pytest.mark.parametrize(
     "data, labels, message",
     [
-        (_zeros(10), [0] * 10, r"uint8 array \(10000, 3072\), found uint8 \(10, 3072\)"),
+        (np.zeros((10, 3000), np.uint8), [0] * 10, r"uint8 array \(N, 3072\), found uint8 \(10, 3000\)"),
         (_zeros(dtype=np.float32), [0] * 10_000, r"found float32 \(10000, 3072\)"),
         (_zeros(), [0] * 9_999, "list of 10000 labels, found 9999"),
         (_zeros(), [0] * 9_999 + [10], r"1 labels outside 0..9 \(first: 10 at index 9999\)"),

@@ -90,18 +90,17 @@ def test_plot_index_draws_the_index():
     assert [t.get_text() for t in ax.texts][:3] == ["7", "8", "9"]  # query 0: offsets (0, 0..2)
 
 
-def test_cli_plots_a_run_or_names_what_is_missing(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        plots.main([])
-    assert "run_dir" in capsys.readouterr().err
+def test_plot_training_draws_a_run_or_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.csv"):
-        plots.main([str(tmp_path)])
+        plots.plot_training(tmp_path)
+    (tmp_path / "metrics.csv").write_text("epoch,train_loss,test_loss,test_acc,lr\n")
+    with pytest.raises(ValueError, match="metrics.csv has no epochs yet"):
+        plots.plot_training(tmp_path)
     (tmp_path / "metrics.csv").write_text(
         "epoch,train_loss,test_loss,test_acc,lr\n1,2.0,1.9,0.3,1e-3\n"
     )
-    plots.main([str(tmp_path), "--output", str(tmp_path / "c.png")])
+    plots.plot_training(tmp_path).savefig(tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 10_000
-    assert capsys.readouterr().out == f"wrote {tmp_path / 'c.png'}\n"
 
 
 def test_live_curves_redraws_when_the_metrics_change(tmp_path, monkeypatch):

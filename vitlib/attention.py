@@ -6,21 +6,10 @@ relative bias ``B`` (``N x N``, :mod:`vitlib.relpos`):
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + B) V        (softmax over the keys)
 
 The projections are 1x1 convolutions on the ``(C, H, W)`` map, as in the seed: one linear map
-applied to every token, with no spatial context. ``projection="depthwise"`` adds some: one 3x3
-depthwise convolution (stride 1, no bias, no normalisation) filters the map that all three 1x1
-projections read. CvT (Wu et al. 2021, https://arxiv.org/abs/2103.15808) inspired it, but gives
-Q, K and V each their own depthwise convolution with BatchNorm, and strides K and V by 2.
-
-:class:`SelfAttention2d` has two forms on the same parameters (same ``state_dict`` keys). They
-are the same function: in float32 they agree to rounding (under bf16 autocast the fused form
-adds the bias in bf16, the teaching form in float32):
-
-* ``"teaching"``: the seed's code, step by step, on the channel-first map: keys and queries are
-  ``(d, N)`` (the transposes of ``K`` and ``Q``), the scores are keys-first (``K Q^T``, shape
-  ``(N_k, N_q)``) and the softmax runs over ``dim=-2``.
-* ``"fused"`` (default): one ``(3C, C)`` projection of tokens ``(B, N, C)``, then
-  :func:`biased_attention`.
-"""
+per token, with no spatial context. ``projection="depthwise"`` first filters the map with one 3x3
+depthwise convolution, a simplified CvT (https://arxiv.org/abs/2103.15808). The two forms,
+``"teaching"`` (the seed's code step by step) and ``"fused"`` (default), are one function on the
+same parameters (docs/library.md); under bf16 autocast the fused form adds the bias in bf16."""
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +24,10 @@ PROJECTIONS = ("pointwise", "depthwise")
 
 
 def check_attention(dim: int, head_channels: int, form: str, projection: str) -> None:
-    """Raise a ``ValueError`` naming the problem unless ``head_channels`` divides ``dim`` and
-    ``form`` and ``projection`` are known (the one check of these options)."""
+    """The one check of these options: a ``ValueError`` naming what is wrong with them."""
     if dim % head_channels != 0:
-        raise ValueError(
-            f"channels (dim={dim}) are not divisible by head_channels={head_channels}: "
-            f"choose head_channels that divides {dim}"
-        )
+        raise ValueError(f"channels (dim={dim}) are not divisible by head_channels="
+                         f"{head_channels}: choose head_channels that divides {dim}")  # fmt: skip
     if form not in ATTENTION_FORMS:
         raise ValueError(f"unknown attention form {form!r}: choose one of {ATTENTION_FORMS}")
     if projection not in PROJECTIONS:
@@ -51,24 +37,17 @@ def check_attention(dim: int, head_channels: int, form: str, projection: str) ->
 CPU_CHUNK = 8  # images per call of the CPU math kernel (see biased_attention)
 
 
-def biased_attention(
-    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-    scale: float,
-) -> torch.Tensor:  # fmt: skip
-    """``softmax(Q K^T * scale + bias) V`` by ``scaled_dot_product_attention``.
+def biased_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                     bias: torch.Tensor | None, scale: float) -> torch.Tensor:  # fmt: skip
+    """``softmax(Q K^T * scale + bias) V`` by ``scaled_dot_product_attention``: queries, keys,
+    values ``(B, heads, N, d)``; bias ``(heads, N, N)`` or ``None`` -> ``(B, heads, N, d)``.
 
-    queries, keys, values: ``(B, heads, N, d)``; bias: ``(heads, N, N)`` or ``None`` (no bias)
-    -> ``(B, heads, N, d)``.
-
-    On CUDA the memory-efficient kernel (flash takes no bias) takes the bias, returns its
-    gradient and keeps no ``(B, heads, N, N)`` scores; so does the CPU flash kernel when no
-    gradient is needed. To train on a CPU, PyTorch runs a bias through its math kernel, which
-    writes the scores to memory: on chunks of ``CPU_CHUNK`` images they stay in cache, about 2x
-    faster on 2 cores (``bench/model_speed.py``). Without a bias PyTorch would pick the CPU flash
-    kernel, whose backward is slower still on these small heads (339 vs 388 training images/s
-    for ``vit_cifar10_small``, eager, bf16, 2-core AMD EPYC), so the chunked math kernel serves
-    both: an ablation of the bias then measures the bias, not a kernel.
-    """
+    On CUDA (the memory-efficient kernel) and on a CPU without gradients (flash) no
+    ``(B, heads, N, N)`` scores are stored. To train on a CPU, PyTorch runs a bias through its math
+    kernel, which writes the scores to memory: on chunks of ``CPU_CHUNK`` images they stay in cache,
+    about 2x faster on 2 cores (``bench/model_speed.py``). Without a bias the chunked math kernel
+    still beats the CPU flash kernel's backward on these small heads (388 vs 339 training images/s,
+    ``vit_cifar10_small``, eager, bf16), so a bias ablation measures the bias, not a kernel."""
     if bias is not None:
         bias = bias.unsqueeze(0)  # (1, heads, N, N): the 4-D mask the fused kernels accept
     needs_grad = queries.requires_grad or (bias is not None and bias.requires_grad)
@@ -101,9 +80,8 @@ class SelfAttention2d(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens ``(B, N, C)`` -> ``(B, N, C)``."""
-        if self.form == "teaching":
-            return self.forward_teaching(tokens)
-        return self.forward_fused(tokens)
+        teaching = self.form == "teaching"
+        return self.forward_teaching(tokens) if teaching else self.forward_fused(tokens)
 
     def forward_teaching(self, tokens: torch.Tensor) -> torch.Tensor:
         """The seed's computation, one named step at a time (keys-first layout)."""
@@ -137,17 +115,15 @@ class SelfAttention2d(nn.Module):
         return F.linear(out, self.unifyheads.weight.flatten(1), self.unifyheads.bias)
 
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tokens ``(B, N, C)`` -> queries, keys, values, each ``(B, heads, N, d)``, by one
-        ``(3C, C)`` matrix multiply that stacks the three 1x1 convolutions."""
+        """tokens ``(B, N, C)`` -> q, k, v ``(B, heads, N, d)`` by one ``(3C, C)`` matrix."""
         b, n, c = tokens.shape
-        x = tokens
-        if self.spatial is not None:
-            h, w = self.grid
-            x = self.spatial(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        if self.spatial is not None:  # the depthwise 3x3 filter, on the (B, C, H, W) map
+            x = tokens.transpose(1, 2).reshape(b, c, *self.grid)
+            tokens = self.spatial(x).flatten(2).transpose(1, 2)
         convs = (self.to_queries, self.to_keys, self.to_values)
         weight = torch.cat([conv.weight for conv in convs]).flatten(1)  # (3C, C)
         bias = torch.cat([conv.bias for conv in convs])  # (3C,)
-        qkv = F.linear(x, weight, bias).view(b, n, 3, self.heads, self.head_channels)
+        qkv = F.linear(tokens, weight, bias).view(b, n, 3, self.heads, self.head_channels)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def attention_map(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,12 @@
 """The RECIPE.md train augmentation, batched and vectorised on whatever device the images are on.
 
 Per image, as in the reference run: TrivialAugmentWide -> RandomHorizontalFlip(0.5) ->
-RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, box filled with 0). The ops
-are hand-written: torchvision's transforms draw one op and one magnitude per call, so a batch would
-share them, and calling them per image costs a call per image; here the pixel work loops over the 14
-ops, never over images. Each is bit for bit torchvision's tensor functional on uint8 (nearest,
-fill 0, blends truncated). The reference run fed PIL images, whose blends round and whose rotation
-picks other nearest pixels at some borders: there Color/Contrast/Sharpness differ by one grey level
-on some pixels and Rotate on about 2% (tests/test_augment.py bounds the mean difference). Randomness
-comes from a CPU ``torch.Generator``, so a seed gives the same augmentation on every device."""
+RandomCrop(32, padding=4) -> to float in [0, 1] -> RandomErasing(p=0.1, box filled with 0).
+torchvision's transforms draw one op per call, for a whole batch; here the pixel work loops over
+the 14 ops, never over images, each bit for bit torchvision's tensor functional on uint8 (nearest,
+fill 0, blends truncated). The reference run's PIL images round blends (one grey level apart) and
+rotate about 2% of the pixels differently (tests/test_augment.py bounds both). A CPU
+``torch.Generator`` draws the randomness, so a seed gives the same augmentation on every device."""
 
 import math
 import random
@@ -25,22 +23,18 @@ PADDING = 4  # RandomCrop(32, padding=4)
 
 def augmentation_space() -> dict[str, tuple[Tensor, bool]]:
     """TrivialAugmentWide's ops -> (magnitude bins, signed), exactly as torchvision defines them."""
+    bins = partial(torch.linspace, steps=NUM_BINS)  # bins(first, last): NUM_BINS evenly spaced
     return {
         "Identity": (torch.tensor(0.0), False),
-        "ShearX": (torch.linspace(0.0, 0.99, NUM_BINS), True),
-        "ShearY": (torch.linspace(0.0, 0.99, NUM_BINS), True),
-        "TranslateX": (torch.linspace(0.0, 32.0, NUM_BINS), True),
-        "TranslateY": (torch.linspace(0.0, 32.0, NUM_BINS), True),
-        "Rotate": (torch.linspace(0.0, 135.0, NUM_BINS), True),
-        "Brightness": (torch.linspace(0.0, 0.99, NUM_BINS), True),
-        "Color": (torch.linspace(0.0, 0.99, NUM_BINS), True),
-        "Contrast": (torch.linspace(0.0, 0.99, NUM_BINS), True),
-        "Sharpness": (torch.linspace(0.0, 0.99, NUM_BINS), True),
+        "ShearX": (bins(0.0, 0.99), True), "ShearY": (bins(0.0, 0.99), True),
+        "TranslateX": (bins(0.0, 32.0), True), "TranslateY": (bins(0.0, 32.0), True),
+        "Rotate": (bins(0.0, 135.0), True),
+        "Brightness": (bins(0.0, 0.99), True), "Color": (bins(0.0, 0.99), True),
+        "Contrast": (bins(0.0, 0.99), True), "Sharpness": (bins(0.0, 0.99), True),
         "Posterize": (8 - (torch.arange(NUM_BINS) / ((NUM_BINS - 1) / 6)).round().int(), False),
-        "Solarize": (torch.linspace(255.0, 0.0, NUM_BINS), False),
-        "AutoContrast": (torch.tensor(0.0), False),
-        "Equalize": (torch.tensor(0.0), False),
-    }
+        "Solarize": (bins(255.0, 0.0), False),
+        "AutoContrast": (torch.tensor(0.0), False), "Equalize": (torch.tensor(0.0), False),
+    }  # fmt: skip
 
 
 OPS: tuple[str, ...] = tuple(augmentation_space())  # op k of sample_trivial_augment is OPS[k]
@@ -51,25 +45,9 @@ def _per_image(magnitude: float | Tensor, n: int) -> Tensor:
     return torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand(n)
 
 
-# ---------------------------------------------------------------- geometric ops (grid_sample)
-def _warp(images: Tensor, theta: Tensor) -> Tensor:
-    """torchvision's ``_gen_affine_grid`` and nearest ``grid_sample`` (zero fill) by theta float64
-    (n, 2, 3), the grid built elementwise in its CPU ``bmm``'s rounding order (no TF32 matmul)."""
-    (n, _, h, w), dev = images.shape, images.device
-    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, 1, w)
-    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=dev).view(1, h, 1)
-    rescaled = theta.to(dev, torch.float32) / torch.tensor([[0.5 * w], [0.5 * h]], device=dev)
-    r = rescaled.view(n, 6, 1, 1).unbind(dim=1)
-    gx = torch.addcmul(xs * r[0], ys, r[1]) + r[2]
-    gy = torch.addcmul(xs * r[3], ys, r[4]) + r[5]
-    grid = torch.stack([gx, gy], dim=-1)  # (n, H, W, 2); outside the image: zeros (the default)
-    return F.grid_sample(images.float(), grid, mode="nearest", align_corners=False).to(torch.uint8)
-
-
 def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
-    """Warp by per-image angle / shear_x / shear_y (degrees), tx / ty (pixels), float64 (n,), about
-    the centre or (``corner``) the top-left corner, with torchvision's inverse matrix (scale 1)."""
-    n, _, h, w = images.shape
+    """torchvision's ``affine`` about the centre or top-left ``corner``; (n,) degrees, pixels."""
+    (n, _, h, w), dev = images.shape, images.device
     zero = torch.zeros(n, dtype=torch.float64)
     rot, sx, sy = (torch.deg2rad(params.get(k, zero)) for k in ("angle", "shear_x", "shear_y"))
     tx, ty = params.get("tx", zero), params.get("ty", zero)
@@ -80,7 +58,16 @@ def _affine(images: Tensor, corner: bool = False, **params: Tensor) -> Tensor:
     d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
     m2 = (d * (-cx - tx) - b * (-cy - ty)) + cx  # the matrix: [[d, -b, m2], [-c, a, m5]]
     m5 = (-c * (-cx - tx) + a * (-cy - ty)) + cy
-    return _warp(images, torch.stack([d, -b, m2, -c, a, m5], dim=1).view(-1, 2, 3))
+    theta = torch.stack([d, -b, m2, -c, a, m5], dim=1).view(-1, 2, 3)  # float64 (n, 2, 3)
+    # The grid, built elementwise in the rounding order of the CPU ``bmm`` (no TF32 matmul):
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, 1, w)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=dev).view(1, h, 1)
+    rescaled = theta.to(dev, torch.float32) / torch.tensor([[0.5 * w], [0.5 * h]], device=dev)
+    r = rescaled.view(n, 6, 1, 1).unbind(dim=1)
+    gx = torch.addcmul(xs * r[0], ys, r[1]) + r[2]
+    gy = torch.addcmul(xs * r[3], ys, r[4]) + r[5]
+    grid = torch.stack([gx, gy], dim=-1)  # (n, H, W, 2); outside the image: zeros (the default)
+    return F.grid_sample(images.float(), grid, mode="nearest", align_corners=False).to(torch.uint8)
 
 
 def shear(images: Tensor, magnitude: float | Tensor, axis: str) -> Tensor:
@@ -99,10 +86,8 @@ def rotate(images: Tensor, magnitude: float | Tensor) -> Tensor:
     return _affine(images, angle=-_per_image(magnitude, len(images)))
 
 
-# ---------------------------------------------------------------- colour ops
 def _blend(images: Tensor, other: Tensor, magnitude: float | Tensor) -> Tensor:
-    """torchvision's ``_blend`` with f = 1 + magnitude: f * images + (1 - f) * other in float32,
-    clamped and truncated to uint8. images uint8 (n, C, H, W); other broadcastable to them."""
+    """torchvision's ``_blend``, f = 1 + magnitude: f * images + (1 - f) * other, to uint8."""
     factor = 1.0 + _per_image(magnitude, len(images))
     ratio, rest = (f.float().view(-1, 1, 1, 1).to(images.device) for f in (factor, 1.0 - factor))
     return (ratio * images + rest * other).clamp_(0, 255).to(torch.uint8)
@@ -181,7 +166,6 @@ OP_FUNCTIONS = {  # name in OPS -> op(images uint8 (n, C, H, W), magnitude) -> s
 }  # fmt: skip
 
 
-# ---------------------------------------------------------------- random parameters
 def sample_trivial_augment(n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Per image, as ``TrivialAugmentWide.forward``: an op uniform over ``OPS``, one of its 31 bins,
     a random sign if signed -> (op int64 (n,), magnitude float64 (n,)), on the CPU."""
@@ -206,8 +190,7 @@ def apply_ops(images: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
 
 
 def sample_flip_crop(n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-    """RandomHorizontalFlip(0.5) and RandomCrop(32, PADDING) parameters per image, on the CPU:
-    (flip bool (n,), top int64 (n,), left int64 (n,)), top and left uniform in 0..2*PADDING."""
+    """Per image, on the CPU: flip bool (n,) (p 0.5), crop top, left int64 (n,) in 0..2*PADDING."""
     flip = torch.rand(n, generator=generator) < 0.5
     top, left = torch.randint(2 * PADDING + 1, (2, n), generator=generator)
     return flip, top, left
@@ -254,8 +237,7 @@ def erase(images: Tensor, boxes: Tensor) -> Tensor:
     return images.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-# "recipe": RECIPE.md's; "none": only the float; "flip-crop": its flip and padded crop, for short
-# runs: TrivialAugment and erasing are expected to pay off only over many epochs; not measured here.
+# "recipe": RECIPE.md's; "flip-crop": only its flip and padded crop (short runs); "none": neither.
 Policy = typing.Literal["recipe", "flip-crop", "none"]  # train augmentations: TrainConfig.augment
 POLICIES: tuple[str, ...] = typing.get_args(Policy)
 
@@ -268,12 +250,13 @@ def check_policy(policy: str) -> None:
 
 class TrainAugment(torch.nn.Module):
     """The train augmentation of ``policy`` (one of ``POLICIES``), per image on the batch's device:
-    uint8 (B, C, H, W) -> float32 (B, C, H, W) in [0, 1], random draws from a CPU ``generator``."""
+    uint8 (B, C, H, W) -> float32 (B, C, H, W) in [0, 1], random draws from a CPU ``generator``;
+    ``flips=False`` (digits): no mirror images, the same draws otherwise."""
 
-    def __init__(self, policy: str = "recipe") -> None:
+    def __init__(self, policy: str = "recipe", flips: bool = True) -> None:
         super().__init__()
         check_policy(policy)
-        self.policy = policy
+        self.policy, self.flips = policy, flips
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -284,11 +267,11 @@ class TrainAugment(torch.nn.Module):
         n, _, h, w = images.shape
         recipe = self.policy == "recipe"
         x = apply_ops(images, *sample_trivial_augment(n, generator)) if recipe else images
-        x = flip_crop(x, *sample_flip_crop(n, generator)).float().div_(255)
+        flip, top, left = sample_flip_crop(n, generator)
+        x = flip_crop(x, flip & self.flips, top, left).float().div_(255)
         return erase(x, sample_erasing(n, h, w, generator)) if recipe else x
 
 
-# ---------------------------------------------------------------- batch mixing
 def _beta(alpha: float, generator: torch.Generator | None) -> float:
     """One Beta(alpha, alpha) draw, seeded from ``generator`` so that it replays."""
     seed = int(torch.randint(2**62, (1,), generator=generator))

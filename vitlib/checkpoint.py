@@ -1,13 +1,9 @@
-"""Checkpoint files: plain ``torch.save`` archives with a sha256 checksum beside them.
+"""Checkpoint files: plain ``torch.save`` archives with a sha256 checksum beside them, checked
+before loading (PyTorch's zip reader ignores its CRCs), written atomically (docs/reliability.md).
 
     last.pt          torch.save(state): torch.load("last.pt", weights_only=True)["model"] works
     last.pt.sha256   "<sha256 of last.pt>  last.pt", the format of ``sha256sum``:
-                     ``sha256sum -c last.pt.sha256`` checks the file without Python
-
-PyTorch's zip reader does not verify its CRCs (one flipped bit went unnoticed in 17,771 of
-18,469 positions, torch 2.14), so ``load_checkpoint`` checks the sha256 first, then loads with
-``torch.load(weights_only=True)``, which refuses arbitrary Python objects. Writes are atomic.
-"""
+                     ``sha256sum -c last.pt.sha256`` checks the file without Python"""
 
 import dataclasses
 import hashlib
@@ -18,8 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# ModelConfig fields that do not change the weights (same state_dict, the same function or only
-# training-time behaviour): a checkpoint loads into a model that differs only in these.
+# ModelConfig fields that leave the weights as they are: a checkpoint loads despite them.
 WEIGHT_NEUTRAL_FIELDS = frozenset({"attention", "dropout", "head_dropout"})
 
 
@@ -33,9 +28,8 @@ def checksum_path(path: Path) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically, and its
-    sha256 to ``path.sha256``. On any failure (disk full, unwritable folder) raises ``OSError``
-    naming the file; a previous file at ``path`` is left untouched and still verifies."""
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically, its sha256
+    to ``path.sha256``; a failure raises ``OSError`` naming it (a previous file still verifies)."""
     path, buffer = Path(path), io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -64,8 +58,7 @@ def _checksum_lines(path: Path, digests: list[str]) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``, whole or not at all: a temporary file in the same folder,
-    fsynced, renamed over ``path``, the folder fsynced; on ``OSError`` the previous file is left
-    untouched. (By hand: atomicwrites, the library for it, is unmaintained since 2022.)"""
+    fsynced, renamed over ``path``, the folder fsynced (atomicwrites is unmaintained since 2022)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -87,45 +80,35 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """The ``state`` of a checkpoint written by ``save_checkpoint``, verified. FileNotFoundError
-    if absent; CheckpointError (naming the file) if its checksum is missing or does not match
-    (truncated, corrupted), or it is not a torch archive or holds objects safe loading refuses."""
+    """The verified ``state`` of a ``save_checkpoint`` file. FileNotFoundError if absent; else a
+    CheckpointError naming it for a missing or wrong checksum, another format or unsafe objects."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     data = path.read_bytes()
-    _verify(path, data)
+    if not data.startswith(b"PK"):
+        raise CheckpointError(f"{path} is not a vitlib checkpoint (it looks like an unknown "
+                              "format, not a torch.save zip archive); checkpoints are written by "
+                              "vitlib.checkpoint.save_checkpoint")  # fmt: skip
+    sums = checksum_path(path)
+    if not sums.is_file():
+        raise CheckpointError(f"{path} is a torch.save zip archive without its checksum "
+                              f"{sums.name}, so its integrity cannot be checked: copy {sums.name} "
+                              "along with it, or, if you trust the file, write one with `sha256sum "
+                              f"{path.name} > {sums.name}` in {path.parent}")  # fmt: skip
+    if hashlib.sha256(data).hexdigest() not in _listed_digests(path):
+        raise CheckpointError(f"{path} is corrupted: sha256 of its {len(data):,} bytes does not "
+                              f"match {sums.name} (truncated, padded or damaged); use an intact "
+                              "copy such as best.pt")  # fmt: skip
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: safe loading (weights_only=True) refused it: {e}") from e
 
 
-def _verify(path: Path, data: bytes) -> None:
-    """Raise CheckpointError unless ``data`` (the bytes of ``path``) matches ``path.sha256``."""
-    if not data.startswith(b"PK"):
-        raise CheckpointError(
-            f"{path} is not a vitlib checkpoint (it looks like an unknown format, not a torch.save "
-            "zip archive); checkpoints are written by vitlib.checkpoint.save_checkpoint"
-        )
-    sums = checksum_path(path)
-    if not sums.is_file():
-        raise CheckpointError(
-            f"{path} is a torch.save zip archive without its checksum {sums.name}, so its "
-            f"integrity cannot be checked: copy {sums.name} along with it, or, if you trust the "
-            f"file, write one with `sha256sum {path.name} > {sums.name}` in {path.parent}"
-        )
-    if hashlib.sha256(data).hexdigest() not in _listed_digests(path):
-        raise CheckpointError(
-            f"{path} is corrupted: sha256 of its {len(data):,} bytes does not match {sums.name} "
-            "(truncated, padded or damaged); use an intact copy such as best.pt"
-        )
-
-
 def compare_with_model(state: dict, model: nn.Module) -> list[str]:
-    """Differences between a checkpoint ``state`` (keys ``model_config`` and ``model``) and a
-    model: config fields (except ``WEIGHT_NEUTRAL_FIELDS``), missing/unexpected parameter names,
-    shape mismatches. Empty if they match."""
+    """How a checkpoint ``state`` (keys ``model_config``, ``model``) differs from ``model``: config
+    fields (except ``WEIGHT_NEUTRAL_FIELDS``), missing/unexpected parameters, shapes; [] if none."""
     saved_config = state.get("model_config", {})
     config = dataclasses.asdict(model.config) if hasattr(model, "config") else {}
     saved, current = state["model"], model.state_dict()

@@ -1,8 +1,6 @@
-"""Training configuration: one frozen dataclass with every hyperparameter, the training presets
-(recipes), the command line that fills it, and one validator. ``TrainConfig()`` is the reference
-recipe (RECIPE.md) without the one-epoch lag of its schedule. ``validate(config)`` checks every
-field before any work starts and raises one ``ValueError`` listing every bad value.
-"""
+"""Training configuration: one frozen dataclass (``TrainConfig()`` is the reference recipe), the
+training presets, the command line that fills it, and ``validate``, which checks every field
+before any work starts and raises one ``ValueError`` listing every bad value."""
 
 import argparse
 import dataclasses
@@ -18,6 +16,7 @@ from typing import Literal
 import torch
 
 from .augment import Policy
+from .data import DATASETS, locate
 from .hardware import resolve_device, resolve_precision
 
 TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
@@ -36,12 +35,14 @@ class TrainConfig:
     model: str = _f("vit_cifar10_patch2_input32", "model name (vitlib.list_models())")
     model_overrides: dict = _f({}, "ModelConfig fields replacing the model's, e.g. depth=2 dim=64")
     # data
-    dataset: Literal["CIFAR-10"] = _f("CIFAR-10", "dataset (only CIFAR-10)")
-    datapath: str | None = _f(None, "folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")
+    dataset: Literal["CIFAR-10", "CIFAR-100", "SVHN", "CINIC-10", "Tiny-ImageNet"] = _f(
+        "CIFAR-10", "dataset, read from its official layout (vitlib.data.DATASETS)")
+    datapath: str | None = _f(None, "folder holding the dataset's folder, e.g. cifar-10-batches-py/ "
+                                    "(default: $VITLIB_DATA)")  # fmt: skip
     train_limit: int | None = _f(None, "train on the first N training images only")
     test_limit: int | None = _f(None, "evaluate on the first N test images only")
-    val_split: int = _f(0, "hold out the last N training images and select best.pt on them "
-                           "(0: no validation set; best.pt is selected on the test set)")  # fmt: skip
+    val_split: int = _f(0, "select best.pt on N validation images: the last N training images, "
+                           "or CINIC-10's valid/ (0: select on the test set)")  # fmt: skip
     epoch_images: int | None = _f(None, "train on a fresh random N of the training images each "
                                         "epoch (default: all): more evaluations per image seen")  # fmt: skip
     augment: Policy = _f("recipe", "train augmentation: 'recipe' (TrivialAugmentWide, flip, crop, "
@@ -51,11 +52,11 @@ class TrainConfig:
     mix_prob: float = _f(1.0, "fraction of batches that are mixed")
     # optimisation
     epochs: int = _f(200, "training epochs")
-    time_budget: float = _f(0.0, "minutes of wall time for the run, start-up included (0: off): "
-                                 "training stops when they are used, and the lr schedule follows "
-                                 "the clock (--epochs then sets only its shape)")  # fmt: skip
+    time_budget: float = _f(0.0, "minutes of wall time for the run, start-up included (0: off); "
+                                 "the lr schedule then follows the clock, --epochs its shape")  # fmt: skip
     batch_size: int = _f(128, "global batch size (split evenly over DDP processes)")
-    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    optimizer: Literal["adamw", "sgd"] = _f("adamw", "adamw, or sgd with momentum 0.9 (a CNN's)")
+    lr: float = _f(1e-3, "peak learning rate")
     min_lr: float = _f(1e-5, "learning rate at the start of warmup and the end of each cosine")
     warmup_epochs: float = _f(10.0, "linear warmup at the start of each cycle, in epochs")
     cycles: int = _f(4, "warmup + cosine cycles (periodic re-warming), each epochs / cycles long")
@@ -69,9 +70,8 @@ class TrainConfig:
     tta: bool = _f(False, "evaluate with horizontal-flip test-time augmentation")
     # hardware and run
     device: str = _f("auto", "auto (cuda if available), cpu, cuda, cuda:N or mps")
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = _f(
-        "fp32", "fp32, bf16, fp16 (CUDA) or auto (CUDA: bf16 from compute capability 8.0, else "
-                "fp16; CPU: fp32)")  # fmt: skip
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = _f("fp32", "fp32, bf16, fp16 (CUDA) or "
+        "auto (CUDA: bf16 from compute capability 8.0, else fp16; CPU: fp32)")  # fmt: skip
     compile: bool = _f(False, "torch.compile the model (falls back to eager with a message)")
     channels_last: bool = _f(False, "channels-last (NHWC) conv weights and images: a speed setting")
     seed: int = _f(0, "seed of all randomness (init, shuffle, augmentation, dropout)")
@@ -80,9 +80,8 @@ class TrainConfig:
     checkpoint_every: int = _f(0, "also write last.pt every N steps, for preemptible machines")
     on_nonfinite: Literal["stop", "skip"] = _f("stop", "on a NaN/inf loss: 'stop' the run or "
                                                        "'skip' the step")  # fmt: skip
-    progress_bar: Literal["auto", "on", "off"] = _f(
-        "auto", "a progress bar with the time left: auto (when stderr is a terminal), on or off"
-    )
+    progress_bar: Literal["auto", "on", "off"] = _f("auto", "a progress bar with the time left: "
+                                                    "auto (on a terminal), on or off")  # fmt: skip
 
 
 # The training presets (recipes): overrides of TrainConfig(). Why each value: docs/training.md.
@@ -127,14 +126,11 @@ def fit_schedule(preset: TrainConfig, epochs: int) -> dict:
     warmup keeps its share of a cycle (reference: 10 of 50 epochs); the cycles are kept when
     they divide ``epochs`` and each warmup lasts at least an epoch, else the run is one cycle.
     Per epoch, a warmup of W epochs is W constant steps from ``min_lr`` (W = 1: ``min_lr``, then
-    the peak), so a warmup under 2 epochs gets a new lr every step. Reference for 20 epochs: 4
-    cycles, 1-epoch warmups, per step. Invalid ``epochs`` are left to ``validate``."""
+    the peak), so a warmup under 2 epochs gets a new lr every step."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        return {}
+        return {}  # invalid epochs are left to validate
     share = preset.warmup_epochs * preset.cycles / preset.epochs
-    cycles = preset.cycles
-    if epochs % cycles or share * epochs / cycles < 1:
-        cycles = 1
+    cycles = 1 if epochs % preset.cycles or share * epochs / preset.cycles < 1 else preset.cycles
     warmup = share * epochs / cycles
     return {"cycles": cycles, "warmup_epochs": warmup,
             "schedule_unit": "step" if warmup < 2 else preset.schedule_unit}  # fmt: skip
@@ -169,8 +165,6 @@ def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------- validation
-
-
 def choices(name: str) -> tuple | None:
     """The values a ``Literal`` field of ``TrainConfig`` allows (None for other fields)."""
     hint = typing.get_type_hints(TrainConfig)[name]
@@ -209,8 +203,8 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
     for name, ok, allowed, reads in _ranges(config, world_size):
         if not reported(name, *reads) and not ok():
             errors.append(f"{name}={getattr(config, name)!r} is out of range: {allowed}")
-    for check, fields in ((_check_model, ("model", "model_overrides")),
-                          (_check_device, ("device", "precision")), (_check_datapath, ("datapath",))):  # fmt: skip
+    for check, fields in ((_check_model, ("model", "model_overrides", "dataset")),
+                          (_check_device, ("device", "precision")), (_check_datapath, ("datapath", "dataset"))):  # fmt: skip
         if not reported(*fields):
             errors += check(config)
     if errors:
@@ -219,8 +213,10 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
 
 def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
     """(field, check, allowed values, other fields the check reads) for every ranged field."""
-    n_images = c.train_limit if isinstance(c.train_limit, int) else TRAIN_SIZE
-    n_train = n_images - c.val_split if isinstance(c.val_split, int) else n_images
+    sizes = DATASETS[c.dataset].sizes if c.dataset in DATASETS else {}
+    n_images = c.train_limit if isinstance(c.train_limit, int) else sizes.get("train", TRAIN_SIZE)
+    held_out = c.val_split if isinstance(c.val_split, int) and "valid" not in sizes else 0
+    n_train, n_val, n_test = n_images - held_out, sizes.get("valid", n_images), sizes.get("test", TEST_SIZE)
     per_epoch = min(n_train, c.epoch_images) if isinstance(c.epoch_images, int) else n_train
     finite = math.isfinite
     return [
@@ -230,14 +226,16 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
         ("preset", lambda: c.preset in PRESETS, f"one of {sorted(PRESETS)}", ()),
         ("epochs", lambda: c.epochs >= 1, "an integer >= 1", ()),
         ("time_budget", lambda: 0 <= c.time_budget < math.inf, "minutes >= 0 (0: off)", ()),
-        ("train_limit", lambda: c.train_limit is None or 1 <= c.train_limit <= TRAIN_SIZE,
-         f"1..{TRAIN_SIZE} or None", ()),
-        ("test_limit", lambda: c.test_limit is None or 1 <= c.test_limit <= TEST_SIZE,
-         f"1..{TEST_SIZE} or None", ()),
-        ("val_split", lambda: 0 <= c.val_split < n_images,
-         f"0..{n_images - 1} (held out of the {n_images} training images)", ("train_limit",)),
+        ("train_limit", lambda: c.train_limit is None or 1 <= c.train_limit <= sizes["train"],
+         f"1..{sizes.get('train')} or None", ("dataset",)),
+        ("test_limit", lambda: c.test_limit is None or 1 <= c.test_limit <= n_test,
+         f"1..{n_test} or None", ("dataset",)),
+        ("val_split", lambda: 0 <= c.val_split < n_val, f"0..{n_val - 1} (of the {n_val} "
+         f"{'valid/' if 'valid' in sizes else 'training'} images)", ("train_limit", "dataset")),
+        ("tta", lambda: not c.tta or DATASETS[c.dataset].flips, f"False: a mirrored image is not "
+         f"of the same class in {c.dataset}", ("dataset",)),
         ("epoch_images", lambda: c.epoch_images is None or 1 <= c.epoch_images <= n_train,
-         f"1..{n_train} (the training images used) or None", ("train_limit", "val_split")),
+         f"1..{n_train} (the training images used) or None", ("train_limit", "val_split", "dataset")),
         ("batch_size", lambda: 1 <= c.batch_size <= per_epoch and c.batch_size % world_size == 0,
          f"1..{per_epoch} (the training images of one epoch) and divisible by the {world_size} "
          "process(es)", ("train_limit", "val_split", "epoch_images")),
@@ -262,11 +260,24 @@ def _ranges(c: TrainConfig, world_size: int) -> list[tuple]:
     ]  # fmt: skip
 
 
+def model_options(c: TrainConfig) -> dict:
+    """The model's options for ``c.dataset``, under ``c.model_overrides``: its classes, and for
+    larger images larger patches, keeping the grid and position tables (docs/datasets.md)."""
+    from .model import model_config
+
+    dataset, built = DATASETS[c.dataset], model_config(c.model)
+    options = {"num_classes": dataset.num_classes}
+    if getattr(built, "image_size", dataset.size) != dataset.size:
+        scale = dataset.size // built.image_size
+        options.update(image_size=dataset.size, patch_size=built.patch_size * scale)
+    return {**options, **c.model_overrides}
+
+
 def _check_model(c: TrainConfig) -> list[str]:
     from .model import MODELS, model_config
 
     try:
-        model_config(c.model, **c.model_overrides)
+        model_config(c.model, **model_options(c))
     except (TypeError, ValueError) as e:
         name = "model" if c.model not in MODELS else "model_overrides"
         return [f"{name}={getattr(c, name)!r} is invalid: {e}"]
@@ -298,19 +309,17 @@ def _check_device(c: TrainConfig) -> list[str]:
 
 
 def _check_datapath(c: TrainConfig) -> list[str]:
-    root = c.datapath or os.environ.get("VITLIB_DATA")
+    root, dataset = c.datapath or os.environ.get("VITLIB_DATA"), DATASETS[c.dataset]
     if not root:
-        return ["datapath=None and VITLIB_DATA is unset: pass --datapath DIR (the folder "
-                "holding cifar-10-batches-py/)"]  # fmt: skip
-    if not (Path(root).expanduser() / "cifar-10-batches-py").is_dir():
-        return [f"datapath={root!r} has no cifar-10-batches-py/ folder: point it at the folder "
-                "that holds it"]  # fmt: skip
+        return [f"datapath=None and VITLIB_DATA is unset: pass --datapath DIR (the folder "
+                f"holding {dataset.folder}/)"]  # fmt: skip
+    if not locate(dataset, root).is_dir():
+        return [f"datapath={root!r} has no {dataset.folder}/ folder: point it at the folder that "
+                f"holds {dataset.layout}"]  # fmt: skip
     return []
 
 
 # ---------------------------------------------------------------- the command line
-
-
 def _key_value(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -328,20 +337,18 @@ def _optional_int(text: str) -> int | None:
 def build_parser() -> argparse.ArgumentParser:
     """One flag per ``TrainConfig`` field, in underscore and dash spelling (``--batch_size``,
     ``--batch-size``); only flags given on the command line override the preset."""
-    parser = argparse.ArgumentParser(
-        prog="python -m vitlib.train", allow_abbrev=False, argument_default=argparse.SUPPRESS,
-        description="Train a model on CIFAR-10. Flags override the chosen preset's values.",
-    )  # fmt: skip
+    about = "Train a model on CIFAR-10 or --dataset. Flags override the preset's values."
+    parser = argparse.ArgumentParser(prog="python -m vitlib.train", description=about,
+                                     allow_abbrev=False, argument_default=argparse.SUPPRESS)
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         flags += ["--data"] if f.name == "datapath" else []  # the spelling data.py's errors suggest
         values = {name: getattr(preset_config(name), f.name) for name in PRESETS}
         shown = values["reference"] if len(set(map(repr, values.values()))) == 1 else values
-        text = f.metadata["help"]
+        text, hint = f.metadata["help"], hints[f.name]
         text += "" if "default:" in text else f" (default: {shown})"
         kwargs: dict = {"help": text.replace("%", "%%")}
-        hint = hints[f.name]
         if f.name == "preset" or choices(f.name):
             kwargs["choices"] = sorted(PRESETS) if f.name == "preset" else choices(f.name)
         if hint is bool:

@@ -2,8 +2,7 @@
 
 ``torchrun --nproc_per_node=N -m vitlib.train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; each
 process trains on its share of every global batch and DDP averages the gradients, so all hold
-identical weights. Only rank 0 writes files. Without torchrun all of this is a no-op.
-"""
+identical weights. Only rank 0 writes files. Without torchrun all of this is a no-op."""
 
 import os
 from dataclasses import dataclass
@@ -26,8 +25,7 @@ class DistInfo:
 
 
 def setup(device: torch.device) -> DistInfo:
-    """Join the process group if launched by torchrun (nccl on CUDA, gloo on CPU); on CUDA each
-    process takes GPU ``LOCAL_RANK``."""
+    """Join torchrun's process group (nccl on CUDA, gloo on CPU); on CUDA use GPU ``LOCAL_RANK``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return DistInfo(0, 1, device)
@@ -46,25 +44,21 @@ def cleanup() -> None:
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """``model`` in DistributedDataParallel when there are several processes, else itself. On
-    CUDA, BatchNorm becomes SyncBatchNorm (statistics over the global batch); it has no CPU
-    kernel, so CPU processes normalise over their own share."""
+    """``model`` in DistributedDataParallel for several processes, else itself; SyncBatchNorm on
+    CUDA (global batch statistics), none on a CPU (no kernel): each process normalises its share."""
     if info.world_size == 1:
         return model
-    if info.device.type == "cuda":
+    on_cuda = info.device.type == "cuda"
+    if on_cuda:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     match_conv_grad_layout(model)
-    on_cuda = info.device.type == "cuda"
     return DistributedDataParallel(model, device_ids=[info.device.index] if on_cuda else None)
 
 
 def match_conv_grad_layout(model: nn.Module) -> None:
-    """Give every conv weight's gradient its parameter's strides, as DDP's gradient buckets have.
-
-    A CPU depthwise convolution returns ``(k*k, 1, k, 1)`` strides for a ``(C, 1, k, k)`` weight
-    of strides ``(k*k, k*k, k, 1)``, and a channels-last 1x1 weight gets a standard-layout
-    gradient: the same memory, another stride on a size-1 dimension, and DDP warned "Grad strides
-    do not match bucket view strides" on every step. The hook copies such a gradient."""
+    """Give every conv weight's gradient its parameter's strides, as DDP's buckets have (else DDP
+    warned "Grad strides do not match bucket view strides" every step): a CPU depthwise conv or a
+    channels-last 1x1 weight gets another stride on a size-1 dimension, over the same memory."""
     for weight in (m.weight for m in model.modules() if isinstance(m, nn.Conv2d)):
         weight.register_hook(lambda grad, weight=weight: grad if grad.stride() == weight.stride()
                              else torch.empty_like(weight).copy_(grad))  # fmt: skip

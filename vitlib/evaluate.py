@@ -1,5 +1,5 @@
 """Test-set evaluation (accuracy, per class, confusion matrix, optional flip TTA); from a shell,
-``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--datapath DIR] [--tta]``."""
+``python -m vitlib.evaluate CHECKPOINT|--pretrained NAME [--dataset NAME] [--datapath DIR]``."""
 
 import argparse
 import contextlib
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import compare_with_model, load_checkpoint
-from .data import CLASSES, load_cifar10
+from .data import CLASSES, DATASETS, class_names, load_dataset
 from .hardware import autocast, resolve_device
 from .model import RelViT, create_model
 from .pretrained import list_pretrained, load_pretrained
@@ -89,55 +89,64 @@ def attention_maps(model: RelViT, image: Tensor) -> Tensor:
     return torch.cat(maps).float().cpu()
 
 
-def format_report(result: dict) -> str:
-    """Accuracy, per-class accuracy and the confusion matrix of ``evaluate_model`` as plain text."""
-    width = max(len(c) for c in CLASSES)
+def format_report(result: dict, names: tuple[str, ...] = CLASSES) -> str:
+    """Accuracy, per-class accuracy (classes ``names``) and, for up to 20 classes, the confusion
+    matrix of ``evaluate_model`` as plain text."""
+    width = max(len(c) for c in names)
     lines = [f"test accuracy: {100 * result['accuracy']:.2f}%  (loss {result['loss']:.4f})", ""]
-    per_class = zip(CLASSES, per_class_accuracy(result["confusion"]).tolist(), strict=True)
+    per_class = zip(names, per_class_accuracy(result["confusion"]).tolist(), strict=True)
     lines += [f"{c:>{width}}  {100 * a:6.2f}%" for c, a in per_class]
-    header = " " * width + "".join(f"{c[:5]:>7}" for c in CLASSES)
+    if len(names) > 20:
+        return "\n".join(lines)
+    header = " " * width + "".join(f"{c[:5]:>7}" for c in names)
     lines += ["", "confusion matrix (rows: true class, columns: predicted)", header]
-    rows = zip(CLASSES, result["confusion"].tolist(), strict=True)
+    rows = zip(names, result["confusion"].tolist(), strict=True)
     lines += [f"{c:>{width}}" + "".join(f"{v:7d}" for v in row) for c, row in rows]
     return "\n".join(lines)
 
 
-def _model_and_source(args: argparse.Namespace) -> tuple[RelViT, str]:
-    """The model the command line names (a shipped one or a checkpoint's) and a line about it."""
+def _model_and_source(args: argparse.Namespace) -> tuple[RelViT, str, dict]:
+    """The command line's model (a shipped one or a checkpoint's), a line on it, its config."""
     if args.pretrained:
         model = load_pretrained(args.pretrained, args.device)
         info, acc = model.pretrained_info, "test_acc_tta" if args.tta else "test_acc"
         about = f"{info['model']}, {info['epochs']} epochs, recorded {100 * info[acc]:.2f}%"
-        return model, f"pretrained {args.pretrained!r}: {about}"
+        return model, f"pretrained {args.pretrained!r}: {about}", info["config"]
     model, state = load_model(args.checkpoint, args.device)
     weights = f"epoch {state.get('epoch', '?')}, {'EMA' if state.get('ema') else 'model'} weights"
-    return model, f"{args.checkpoint}: {state['model_name']}, {weights}"
+    return model, f"{args.checkpoint}: {state['model_name']}, {weights}", state["config"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vitlib.evaluate", allow_abbrev=False,
-        description="Evaluate a vitlib checkpoint or shipped model on the CIFAR-10 test set.",
-    )  # fmt: skip
+    about = "Evaluate a vitlib checkpoint or shipped model on its dataset's test set."
+    parser = argparse.ArgumentParser(prog="python -m vitlib.evaluate", description=about,
+                                     allow_abbrev=False)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("checkpoint", nargs="?", help="a last.pt or best.pt written by vitlib.train")
     which.add_argument("--pretrained", metavar="NAME", help=f"a shipped model: {list_pretrained()}")
     add = parser.add_argument
-    add("--datapath", "--data", help="folder holding cifar-10-batches-py/ (default: $VITLIB_DATA)")
+    add("--dataset", choices=list(DATASETS), help="the dataset (default: the one it was trained on)")
+    add("--datapath", "--data", help="folder holding the dataset's folder (default: $VITLIB_DATA)")
     add("--tta", action="store_true", help="average with the mirror images")
     add("--device", type=resolve_device, default="auto", help="auto, cpu, cuda:N")
     add("--batch-size", "--batch_size", type=int, default=500, help="batch (default: %(default)s)")
     add("--limit", type=int, help="evaluate on the first N test images only")
     args = parser.parse_args(argv)
     try:
-        model, source = _model_and_source(args)
-        images, labels = load_cifar10(args.datapath, "test", limit=args.limit)
+        model, source, config = _model_and_source(args)
+        if args.dataset not in (None, dataset := config.get("dataset", "CIFAR-10")):
+            raise ValueError(f"{args.checkpoint or args.pretrained} was trained on {dataset}, not "
+                             f"{args.dataset}, whose classes differ: drop --dataset")  # fmt: skip
+        if args.tta and not DATASETS[dataset].flips:
+            raise ValueError(f"--tta averages with mirror images: not on {dataset}")
+        images, labels = load_dataset(dataset, args.datapath, "test", limit=args.limit)
+        names = class_names(dataset, args.datapath)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     result = evaluate_model(model, images, labels, batch_size=args.batch_size, tta=args.tta)
-    print(f"{source}; {len(labels):,} test images{', flip TTA' if args.tta else ''}")
-    print(format_report(result))
+    print(f"{source}; {dataset}: {len(labels):,} test images{', flip TTA' if args.tta else ''}")
+    print(format_report(result, names))
     return 0
 
 

@@ -1,11 +1,5 @@
 """What the machine offers a run: the device, the arithmetic precision, compilation, the memory
-and, on a shared CPU, the cores other processes leave free.
-
-``resolve_device("auto")`` picks CUDA when present; ``autocast_dtype("auto", device)`` picks bf16
-on GPUs with bf16 tensor cores, fp16 on older ones, nothing (fp32) on a CPU. ``check_memory``
-measures what one training image costs and refuses a configuration that would not fit, naming
-the flag to change, instead of letting the operating system kill the run.
-"""
+and, on a shared CPU, the cores other processes leave free."""
 
 import copy
 import os
@@ -47,9 +41,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
 
 
 def compiled(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None) -> nn.Module:
-    """``torch.compile(model)``, compiled now by a step on ``example`` (a zero batch), BatchNorm
-    statistics put back (a compiled run equals an eager one); on failure, says why and returns
-    ``model``. CPU kernels read the thread count when they run, so ``CpuThreads`` still works."""
+    """``torch.compile(model)``, compiled now by a step on ``example`` (zeros), BatchNorm statistics
+    put back; on failure, says why and returns ``model``. Threads stay dynamic (``CpuThreads``)."""
     options = {"cpp.dynamic_threads": True} if example.device.type == "cpu" else None
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
@@ -83,7 +76,7 @@ def available_memory(device: torch.device) -> int:
 
 def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> int:
     """Bytes of the tensors autograd keeps for the backward pass, per training image: counted on
-    the CPU over two 32x32 images through a copy of ``model`` (in ``dtype`` autocast if given)."""
+    the CPU through a copy of ``model`` over two images of its size (in ``dtype`` autocast)."""
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -93,48 +86,35 @@ def activation_bytes_per_image(model: nn.Module, dtype: torch.dtype | None) -> i
     probe = copy.deepcopy(model).to("cpu").train()  # a copy: BatchNorm statistics stay untouched
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         with autocast(torch.device("cpu"), dtype):
-            probe(torch.zeros(2, 3, 32, 32))
+            size = getattr(getattr(model, "config", None), "image_size", 32)
+            probe(torch.zeros(2, 3, size, size))
     return sum(saved.values()) // 2
 
 
 def memory_estimate(model: nn.Module, batch_size: int, dtype: torch.dtype | None) -> int:
-    """Bytes a training step needs: the saved activations of ``batch_size`` images, doubled for
-    the transient buffers of the backward pass, plus weights, gradients and the two AdamW moments
-    (4 float32 copies of every parameter)."""
+    """Bytes a training step needs: the saved activations of ``batch_size`` images, doubled for the
+    backward pass's transient buffers, plus weight, gradient and AdamW's 2 moments (float32)."""
     parameters = sum(p.numel() for p in model.parameters())
     return 2 * batch_size * activation_bytes_per_image(model, dtype) + 16 * parameters
 
 
 def check_memory(model: nn.Module, batch_size: int, dtype: torch.dtype | None,
                  device: torch.device) -> None:  # fmt: skip
-    """Raise MemoryError naming ``--batch_size`` when a training step of ``model`` would need
-    more than ``device`` has available (the largest batch that would fit is suggested)."""
+    """A MemoryError naming the ``--batch_size`` that fits, before a step overflows ``device``."""
     needed, available = memory_estimate(model, batch_size, dtype), available_memory(device)
     if needed <= available:
         return
     fits = max(1, int(batch_size * available / needed))
-    raise MemoryError(
-        f"this run needs about {needed / GIB:.1f} GiB on {device} for batch_size={batch_size} "
-        f"(activations of every image of a step), but {available / GIB:.1f} GiB is available: "
-        f"pass --batch_size {fits} or smaller, or a smaller model (--model_overrides)"
-    )
+    raise MemoryError(f"this run needs about {needed / GIB:.1f} GiB on {device} for batch_size="
+                      f"{batch_size} (activations of every image of a step), but "
+                      f"{available / GIB:.1f} GiB is available: pass --batch_size {fits} or "
+                      "smaller, or a smaller model (--model_overrides)")  # fmt: skip
 
 
-# ---------------------------------------------------------------- sharing the CPU politely
-# An OpenMP parallel region ends only when all its threads are done. Beside another busy process
-# one of ours is often descheduled for a whole time slice while the others wait, region after
-# region: with PyTorch's 2 threads a run kept 2% of its alone speed beside a busy PyTorch process
-# on 2 cores (bench/shared_cores.py). ``CpuThreads.update()`` (after every step) sets the thread
-# count to the cores others leave free (Linux: ``/proc/stat``). ``OMP_NUM_THREADS`` turns it off,
-# for bitwise repeats (sums over other thread counts round differently). No library does this.
-
-PROC_STAT = Path("/proc/stat")
-
-
-def busy_cpu_seconds(cores: set[int], stat: Path = PROC_STAT) -> float | None:
-    """CPU seconds all processes have spent busy on ``cores`` since boot (None without
-    /proc/stat). Only these cores count: under ``taskset`` or a container's cpuset, work on the
-    machine's other cores leaves ours free."""
+# Sharing the CPU: an OpenMP region waits for its slowest thread (docs/shared-cpu.md).
+def busy_cpu_seconds(cores: set[int], stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds all processes have spent busy on ``cores`` (under ``taskset`` or a cpuset, other
+    cores leave ours free) since boot; None without /proc/stat."""
     try:
         lines = stat.read_text().splitlines()
     except OSError:
@@ -153,15 +133,13 @@ def own_cpu_seconds() -> float:
 
 
 class CpuThreads:
-    """Keeps ``torch.get_num_threads()`` at the number of cores other processes leave free.
+    """Keeps ``torch.get_num_threads()`` (at most ``most``, default PyTorch's) at the cores other
+    processes leave free (half a core of use takes one), looking every ``every`` seconds;
+    ``others``: their cores at the last look. Off under ``OMP_NUM_THREADS``, for bitwise repeats."""
 
-    ``most``: the thread count when the machine is ours (default: PyTorch's at creation);
-    ``every``: seconds between two looks. Another process counts as occupying a core from half a
-    core of CPU use; ``others`` holds the cores they used at the last look. ``cores``, ``clock``,
-    ``busy`` and ``own`` (this process's CPU seconds) default to this machine's."""
-
-    def __init__(self, most: int | None = None, every: float = 5.0, *, cores: set[int] | None = None,
-                 clock=time.perf_counter, busy=busy_cpu_seconds, own=own_cpu_seconds) -> None:  # fmt: skip
+    def __init__(self, most: int | None = None, every: float = 5.0, *,
+                 cores: set[int] | None = None, clock=time.perf_counter, busy=busy_cpu_seconds,
+                 own=own_cpu_seconds) -> None:  # fmt: skip
         self.most, self.every, self.others = most or torch.get_num_threads(), every, 0.0
         affinity = getattr(os, "sched_getaffinity", lambda pid: set())  # the cores we may use
         self.allowed = affinity(0) if cores is None else cores
@@ -174,8 +152,7 @@ class CpuThreads:
         return self.clock(), self.busy(self.allowed) or 0.0, self.own()
 
     def update(self) -> int | None:
-        """Re-balance if it is time to look; returns (and prints) the new thread count when it
-        changed."""
+        """When it is time to look, re-balance; returns (and prints) the thread count if changed."""
         if not self.enabled or self.clock() - self._last[0] < self.every:
             return None
         now = self._sample()

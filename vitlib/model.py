@@ -95,8 +95,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(config.dim)
         self.mlp = MLP(config.dim, config.mlp_ratio * config.dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.gamma_attn = nn.Parameter(torch.zeros(1))
-        self.gamma_mlp = nn.Parameter(torch.zeros(1))
+        self.gamma_attn, self.gamma_mlp = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: tokens ``(B, N, C)`` -> ``(B, N, C)``."""
@@ -182,12 +181,9 @@ class RelViT(nn.Module):
 MODELS: dict[str, tuple[type[nn.Module], type, dict]] = {
     # The seed's model, trained to 96.80% by the reference run (RECIPE.md): 6,482,138 parameters.
     "vit_cifar10_patch2_input32": (RelViT, ModelConfig, {}),
-    # Learns in minutes on a CPU: each change from a seed-style model won a 2.5-minute 2-core run
-    # (bench/RESULTS.md, "cpu-quick design"): conv stem, 4 blocks, MLP ratio 2, no head dropout.
-    "vit_cifar10_small": (RelViT, ModelConfig, {
-        "patch_size": 4, "stem": "conv", "dim": 128, "depth": 4, "mlp_ratio": 2,
-        "head_dropout": 0.0, "projection": "depthwise",
-    }),
+    # Learns in minutes on a CPU: each change from the seed's won a short run (bench/RESULTS.md).
+    "vit_cifar10_small": (RelViT, ModelConfig, {"patch_size": 4, "stem": "conv", "dim": 128,
+        "depth": 4, "mlp_ratio": 2, "head_dropout": 0.0, "projection": "depthwise"}),
 }  # fmt: skip
 
 

@@ -1,14 +1,10 @@
 """Images become sequences of patches, and back.
 
 A ``(B, C, H, W)`` image cut into ``p x p`` patches is a grid of ``(H/p) x (W/p)`` patches;
-read row by row it is a sequence of ``N = HW/p^2`` tokens of ``p*p*C`` numbers each. On CIFAR-10
-with ``p = 2`` that is ``16 x 16 = 256`` tokens of ``2*2*3 = 12`` values.
-
-The model embeds patches with a convolution whose kernel and stride are both ``p``: a linear
-layer applied to each patch (``tests/test_patching.py`` proves it). :class:`PatchStem` first
-mixes each pixel with its 3x3 neighbourhood; :class:`StridedConvStem` reaches the same
-``(dim, H/p, W/p)`` map through stride-2 3x3 convolutions instead.
-"""
+read row by row it is a sequence of ``N = HW/p^2`` tokens of ``p*p*C`` numbers each (CIFAR-10,
+``p = 2``: ``16 x 16 = 256`` tokens of ``2*2*3 = 12`` values). :class:`PatchStem` embeds them by a
+convolution of kernel and stride ``p``, a linear layer per patch (``tests/test_patching.py``
+proves it); :class:`StridedConvStem` reaches the same grid by stride-2 3x3 convolutions."""
 
 import torch
 from einops import rearrange
@@ -18,19 +14,16 @@ from torch import nn
 def check_patch_size(image_size: int, patch_size: int) -> None:
     """Raise a clear ``ValueError`` unless ``patch_size`` divides ``image_size``."""
     if patch_size < 1 or image_size % patch_size != 0:
-        raise ValueError(
-            f"image size {image_size} is not divisible by patch size {patch_size}: "
-            f"choose a patch size that divides {image_size} (e.g. 1, 2, 4, 8)"
-        )
+        raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}: "
+                         f"choose a patch size that divides {image_size} (e.g. 1, 2, 4, 8)")
 
 
 def check_power_of_two(patch_size: int) -> None:
     """Raise a ``ValueError`` unless ``patch_size`` is a power of two, as StridedConvStem needs."""
     if patch_size < 1 or patch_size & (patch_size - 1):
-        raise ValueError(
-            f"a strided convolutional stem halves the grid log2(patch_size) times: patch_size "
-            f"must be a power of two, got {patch_size} (use 1, 2, 4 or 8, or the patch stem)"
-        )
+        raise ValueError("a strided convolutional stem halves the grid log2(patch_size) times: "
+                         f"patch_size must be a power of two, got {patch_size} (use 1, 2, 4 or 8, "
+                         "or the patch stem)")  # fmt: skip
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -44,14 +37,11 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`patchify`: patches ``(B, H/p * W/p, p*p*C)`` -> images ``(B, C, H, W)``,
-    where ``grid = (H/p, W/p)``."""
+    """Undo :func:`patchify`: ``(B, N, p*p*C)`` on ``grid = (H/p, W/p)`` -> ``(B, C, H, W)``."""
     height, width = grid
     if patches.ndim != 3 or patches.shape[1] != height * width:
-        raise ValueError(
-            f"expected patches of shape (B, {height * width}, p*p*C) for a {height}x{width} "
-            f"grid, got {tuple(patches.shape)}"
-        )
+        raise ValueError(f"expected patches of shape (B, {height * width}, p*p*C) for a "
+                         f"{height}x{width} grid, got {tuple(patches.shape)}")  # fmt: skip
     pattern = "b (h w) (p1 p2 c) -> b c (h p1) (w p2)"
     return rearrange(patches, pattern, h=height, w=width, p1=patch_size, p2=patch_size)
 

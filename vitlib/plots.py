@@ -1,6 +1,5 @@
-"""Every plot of vitlib, a Figure made without pyplot (any backend). CLI: python -m vitlib.plots."""
+"""Every plot of vitlib, a Figure made without pyplot (any backend)."""
 
-import argparse
 import csv
 import json
 import threading
@@ -41,13 +40,14 @@ def _show(ax, image: Tensor | np.ndarray, title: str = "", **title_options) -> N
     ax.set_title(title, **title_options)
 
 
-def sample_grid(images: Tensor, labels, *, ncols: int = 8, predictions=None) -> Figure:
-    """Images ``(N, 3, H, W)`` titled by class, or by prediction (green: right, red: wrong)."""
+def sample_grid(images: Tensor, labels, *, ncols: int = 8, predictions=None,
+                names: tuple[str, ...] = CLASSES) -> Figure:  # fmt: skip
+    """Images ``(N, 3, H, W)`` titled by ``names``, or by prediction (green: right, red: wrong)."""
     nrows = -(-len(images) // ncols)
     fig, axes = _panels((1.2 * ncols, 1.5 * nrows), nrows, ncols)
     for k, (ax, image) in enumerate(zip(axes.flat, images)):
-        truth = CLASSES[int(labels[k])]
-        guess = truth if predictions is None else CLASSES[int(predictions[k])]
+        truth = names[int(labels[k])]
+        guess = truth if predictions is None else names[int(predictions[k])]
         title = truth if predictions is None else f"{guess}\n({truth})"
         color = "black" if predictions is None else "green" if guess == truth else "red"
         _show(ax, image, title, fontsize=7, color=color)
@@ -235,8 +235,7 @@ def plot_attention(image: Tensor, maps: Tensor, query: int, grid) -> Figure:
 
 @contextmanager
 def live_curves(run_dir: str | Path, every: float = 5.0):
-    """``with live_curves(run_dir): train(config)`` shows ``plot_training(run_dir)`` in a notebook,
-    redrawn whenever metrics.csv has changed (checked every ``every`` seconds) and at the end."""
+    """In a notebook, ``with live_curves(run_dir): train(config)`` shows live ``plot_training``."""
     from IPython.display import display
 
     handle, stop = display(display_id=True), threading.Event()
@@ -257,18 +256,3 @@ def live_curves(run_dir: str | Path, every: float = 5.0):
     finally:
         stop.set()
         thread.join()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser("python -m vitlib.plots", description=plot_training.__doc__)
-    parser.add_argument("run_dir", help="a run directory holding metrics.csv")
-    parser.add_argument("--output", help="image file (default: RUN_DIR/curves.png)")
-    parser.add_argument("--no-reference", action="store_true", help="leave out the reference run")
-    args = parser.parse_args(argv)
-    output = args.output or Path(args.run_dir) / "curves.png"
-    plot_training(args.run_dir, reference=not args.no_reference).savefig(output, dpi=120)
-    print(f"wrote {output}")
-
-
-if __name__ == "__main__":
-    main()

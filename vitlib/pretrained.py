@@ -1,9 +1,7 @@
 """Trained models shipped with vitlib (``vitlib.load_pretrained("cpu-quick")``), two files each in
 ``vitlib/pretrained/``: ``NAME.safetensors``, the float32 ``state_dict`` (read without pickle), and
-``NAME.json``, its provenance (``ModelConfig``, training preset and config, command, hardware, torch
-version, date, wall time, test accuracy with and without flip TTA), also in the safetensors header
-(``HEADER_KEY``) so that a copied weights file still knows what it is. ``bench/ship_pretrained.py``
-writes them from notebook 05's run; ``python -m vitlib.evaluate --pretrained NAME`` re-measures."""
+``NAME.json``, its provenance (docs/training.md), also in the safetensors header (``HEADER_KEY``)
+so that a copied weights file still knows what it is."""
 
 import json
 from importlib import resources
@@ -35,8 +33,7 @@ def pretrained_info(name: str) -> dict:
 
 
 def load_pretrained(name: str, device: str | torch.device = "cpu") -> RelViT:
-    """The shipped model ``name`` in eval mode on ``device``, with ``model.pretrained_info``
-    (its provenance, ``test_acc`` as a fraction)."""
+    """The shipped model ``name`` in eval mode on ``device``, its .json as ``pretrained_info``."""
     info = pretrained_info(name)
     model = create_model(info["model"], **info["model_config"])
     model.load_state_dict(load_file(pretrained_dir() / f"{name}.safetensors", device=str(device)))

@@ -7,11 +7,9 @@ bias (``N = HW``) is gathered from it with an index matrix computed once:
 
     index[q, k] = (dy + H - 1) * (2W - 1) + (dx + W - 1),     bias[h, q, k] = table[h, index[q, k]]
 
-The bias depends only on the offset, not on where the pair sits: it is translation-invariant,
-like a convolution's weights. The seed wrote the same matrix transposed (keys first). Relative
-positions in attention go back to Shaw et al. 2018 (https://arxiv.org/abs/1803.02155); a learned
-2-D table is the Swin Transformer's (Liu et al. 2021, https://arxiv.org/abs/2103.14030).
-"""
+The bias depends only on the offset: it is translation-invariant, like a convolution's weights.
+The seed wrote the matrix transposed (keys first). Relative positions: Shaw et al. 2018
+(https://arxiv.org/abs/1803.02155); a learned 2-D table: Swin (https://arxiv.org/abs/2103.14030)."""
 
 import torch
 from torch import nn

@@ -1,14 +1,12 @@
-"""The run directory and what it guarantees: one run at a time (a lock), a clean stop on Ctrl-C
-or SIGTERM (a checkpoint after the step), checkpoints a run resumes from exactly, and the files a
-run writes besides them.
+"""The run directory and what it guarantees (docs/reliability.md): one run at a time, a clean stop
+on Ctrl-C or SIGTERM, checkpoints a run resumes from exactly, and the files a run writes.
 
     runs/cpu-quick/
         config.json                 every TrainConfig field of the run
         metrics.csv, metrics.jsonl  one row per epoch (METRIC_COLUMNS)
         last.pt, last.pt.sha256     the latest state and its checksum (vitlib.checkpoint)
         best.pt, best.pt.sha256     the epoch with the best selection metric
-        run.lock                    while a process trains here
-"""
+        run.lock                    while a process trains here"""
 
 from __future__ import annotations
 
@@ -32,10 +30,8 @@ from .config import TrainConfig, config_from_dict, resume_conflicts, selection_m
 if typing.TYPE_CHECKING:
     from .train import Run
 
-METRIC_COLUMNS = (
-    "epoch", "step", "train_loss", "test_loss", "test_acc", "val_acc", "best_acc", "lr",
-    "seconds", "train_images_per_s", "skipped_steps",
-)  # fmt: skip
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "test_loss", "test_acc", "val_acc", "best_acc",
+                  "lr", "seconds", "train_images_per_s", "skipped_steps")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -59,11 +55,9 @@ class TrainingError(RuntimeError):
 
 
 class RunLock:
-    """One process trains in a run directory at a time: ``run.lock``, locked with ``filelock``
-    (the operating system releases it when its process ends, however it ends). It holds the
-    owner's pid and host and is deleted on a clean exit, so one left behind was left by a run
-    that died before its first checkpoint. Without ``resume``, that and a directory holding a
-    run (last.pt) are refused. Leftover temporary files (``.NAME.tmp-PID``) are removed."""
+    """One process trains in a run directory at a time: ``run.lock`` (``filelock``, released however
+    its process ends) holds its pid and host, deleted on a clean exit; without ``resume`` one left
+    behind, or a run (last.pt), is refused. Leftover ``.NAME.tmp-PID`` files are removed."""
 
     def __init__(self, run_dir: str | os.PathLike, resume: bool, enabled: bool = True) -> None:
         self.path = Path(run_dir) / "run.lock"
@@ -110,8 +104,7 @@ class RunLock:
 
 
 class StopSignal:
-    """Turns SIGINT/SIGTERM into a request the loop honours after the current step (it saves a
-    checkpoint, then returns); a second signal aborts at once with KeyboardInterrupt."""
+    """SIGINT/SIGTERM: save and stop after this step; a second signal raises KeyboardInterrupt."""
 
     def __init__(self) -> None:
         self.signum, self._previous = 0, {}
@@ -141,8 +134,7 @@ def write_config(run_dir: Path, config: TrainConfig) -> None:
 
 
 def write_metrics(run_dir: Path, rows: list[dict], append: bool = False) -> None:
-    """metrics.csv and metrics.jsonl: (re)written from the history on start and resume, or
-    ``append``-ed one epoch's record at a time."""
+    """metrics.csv and metrics.jsonl: rewritten from ``rows`` or ``append``-ed one epoch's row."""
     mode = "a" if append else "w"
     with open(run_dir / "metrics.csv", mode, newline="") as f:
         writer = csv.DictWriter(f, METRIC_COLUMNS, restval="nan")  # nan: no val_acc
@@ -153,13 +145,8 @@ def write_metrics(run_dir: Path, rows: list[dict], append: bool = False) -> None
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
-# ---------------------------------------------------------------- checkpoints and resuming
-
-
 def save_last(run: Run) -> dict | None:
-    """Write last.pt on the main process: weights (and EMA), optimizer, loss scaler, progress and
-    config as plain tensors, numbers, strings, lists and dicts (``torch.load(weights_only=True)``
-    reads them). Returns what was written (None elsewhere)."""
+    """Write last.pt on the main process and return it: the state, ``weights_only`` loadable."""
     if not run.info.is_main:
         return None
     ema, p = run.ema, run.progress
@@ -182,8 +169,7 @@ def save_best(run_dir: Path, saved: dict) -> None:
 
 
 def save(path: Path, saved: dict) -> None:
-    """``save_checkpoint``; a failed write (disk full, read-only folder) stops the run with a
-    TrainingError saying what is left and what to do."""
+    """``save_checkpoint``; a failed write (disk full) stops the run with a TrainingError."""
     try:
         save_checkpoint(path, saved)
     except OSError as e:
@@ -192,9 +178,8 @@ def save(path: Path, saved: dict) -> None:
 
 
 def load_resumable(config: TrainConfig, is_main: bool) -> dict | None:
-    """With ``--resume``, the state in ``last.pt``, checked against ``config`` (only fields that
-    do not change the numbers may differ; ``epochs`` may grow). None without ``--resume`` or for
-    a folder whose run stopped before its first checkpoint (it starts over)."""
+    """With ``--resume``, last.pt's state, checked against ``config`` (``epochs`` may grow); None
+    without it or before a first checkpoint (the run starts over)."""
     run_dir = Path(config.out)
     if not config.resume:
         return None
@@ -205,8 +190,7 @@ def load_resumable(config: TrainConfig, is_main: bool) -> dict | None:
     last = run_dir / "last.pt"
     saved = load_checkpoint(last)
     before = config_from_dict(saved["config"])
-    conflicts = resume_conflicts(before, config)
-    if conflicts:
+    if conflicts := resume_conflicts(before, config):
         raise ValueError(f"--resume with a different config than {last}: {conflicts}")
     if config.epochs < before.epochs:
         raise ValueError(f"--epochs {config.epochs} is shorter than the run in {last} "
@@ -219,8 +203,7 @@ def load_resumable(config: TrainConfig, is_main: bool) -> dict | None:
 
 
 def restore(run: Run, saved: dict) -> None:
-    """Load a checkpoint's weights, optimizer, loss scaler, EMA and progress into ``run``, say
-    where it resumes, and rewrite best.pt if the run was killed between last.pt and best.pt."""
+    """Load ``saved`` (weights, optimizer, scaler, EMA, progress) into ``run`` and report where."""
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scaler.load_state_dict(saved["scaler"])
@@ -245,8 +228,7 @@ def restore(run: Run, saved: dict) -> None:
 
 
 def restore_best(run_dir: Path, saved: dict) -> None:
-    """Rewrite best.pt from an epoch-end state that was the best so far, in case the run was
-    killed between writing last.pt and best.pt."""
+    """Rewrite best.pt from ``saved`` if that is the best epoch end and best.pt is not it."""
     progress, history = saved["progress"], saved["progress"]["history"]
     metric = selection_metric(saved["config"]["val_split"])
     if progress["batch"] or not history or history[-1][metric] < progress["best_acc"]:

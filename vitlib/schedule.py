@@ -1,18 +1,9 @@
 """Learning-rate schedule: a periodic linear warmup + cosine, as a pure function of time.
 
-A variant of SGDR's warm restarts (Loshchilov & Hutter 2017, https://arxiv.org/abs/1608.03983),
-which jumps straight back to the peak at every restart: here every cycle re-warms linearly from
-``min_lr``. The time ``t`` is in epochs (the reference recipe: 4 cycles of 50 epochs, warmup 10)
-or in optimizer steps (``fast``, ``cpu-quick``: one cycle). In a cycle of length ``L`` with
-warmup ``W``, at ``p = t mod L``::
-
-    p <  W:  min_lr + (lr - min_lr) * p / W
-    p >= W:  min_lr + (lr - min_lr) * (1 + cos(pi * (p - W) / (L - W))) / 2
-
-so ``t = 0`` gives ``min_lr``, ``t = W`` the peak and each restart ``t = k L`` ``min_lr`` again:
-the recorded reference run value for value (``seed_run_log.csv``), one epoch behind. There is
-no scheduler object to save: the loop asks ``lr_at`` for every step's learning rate.
-"""
+Every cycle re-warms linearly from ``min_lr``, then decays along a half cosine back to it (SGDR's
+warm restarts jump straight back to the peak: notebook 04). The time ``t`` is in epochs or in
+optimizer steps; the recorded reference run follows it value for value (``seed_run_log.csv``),
+one epoch behind. There is no scheduler object to save: the loop asks ``lr_at`` for each step."""
 
 import math
 

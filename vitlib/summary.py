@@ -11,16 +11,16 @@ from .evaluate import eval_mode
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_image(model: nn.Module) -> int:
-    """Forward FLOPs for one 32x32 image by ``torch.utils.flop_counter`` (a multiply-add is 2): the
-    matrix products and convolutions, attention's included, not the elementwise work (softmax,
-    LayerNorm, GELU, adds). Autograd stays on, else CPU attention runs an uncounted flash kernel."""
+    """Forward FLOPs per image by ``torch.utils.flop_counter`` (a multiply-add is 2): the matrix
+    products and convolutions, attention's included, not the elementwise work (softmax, LayerNorm,
+    GELU, adds). Autograd stays on, else CPU attention runs an uncounted flash kernel."""
     with eval_mode(model, no_grad=False), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device))
+        size = getattr(getattr(model, "config", None), "image_size", 32)
+        model(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
     return counter.get_total_flops()
 
 

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from . import distributed, hardware, rundir
 from .augment import cutmix
-from .config import TrainConfig, config_from_args, selection_metric, validate
-from .data import DeviceLoader, derive_seed, load_cifar10
+from .config import TrainConfig, config_from_args, model_options, selection_metric, validate
+from .data import DATASETS, DeviceLoader, derive_seed, load_dataset
 from .evaluate import evaluate_model
 from .hardware import CpuThreads, autocast
 from .model import create_model
@@ -117,7 +117,6 @@ def train(config: TrainConfig, *, clock: Callable[[], float] = time.perf_counter
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, bool, float]:
     """One optimizer step at ``run.progress.lr`` on images (B, 3, H, W) in [0, 1] and labels (B,).
-
     Returns the loss (mean over processes), whether any process was asked to stop, and the run's
     elapsed seconds on the main process's clock: one all-reduce carries all three, so every
     process decides alike. A non-finite loss takes no step."""
@@ -174,8 +173,6 @@ def end_epoch(run: Run, started: float) -> dict:
 
 
 # ---------------------------------------------------------------- set-up
-
-
 def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, stop: StopSignal,
            clock: Callable[[], float], started: float) -> Run:  # fmt: skip
     """Data, model, optimizer, loss scaler and EMA, restored from ``saved`` (a checkpoint) when
@@ -183,16 +180,15 @@ def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, 
     began). Writes config.json and the metric files and prints what the run is."""
     amp_dtype = hardware.autocast_dtype(config.precision, info.device)
     torch.manual_seed(derive_seed(config.seed, "init"))
-    model = create_model(config.model, **config.model_overrides)
+    model = create_model(config.model, **model_options(config))
     batch = config.batch_size // info.world_size  # this process's share
     hardware.check_memory(model, batch, amp_dtype, info.device)
     layout = torch.channels_last if config.channels_last else torch.preserve_format
     model = model.to(info.device, memory_format=layout)
-    optimizer = create_optimizer(model, lr=config.lr, betas=config.betas, eps=config.eps,
-                                 weight_decay=config.weight_decay)  # fmt: skip
-    ema = None  # or an average of the weights: ema = d * ema + (1 - d) * weights, every step
-    if config.ema:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema))
+    optimizer = create_optimizer(model, kind=config.optimizer, lr=config.lr, betas=config.betas,
+                                 eps=config.eps, weight_decay=config.weight_decay)  # fmt: skip
+    average = get_ema_multi_avg_fn(config.ema)  # ema = d * ema + (1 - d) * weights, every step
+    ema = AveragedModel(model, multi_avg_fn=average) if config.ema else None
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype is torch.float16)
     loader, eval_sets = load_data(config, info)
     run = Run(config, info, loader, eval_sets, model, model, optimizer, scaler, ema, amp_dtype,
@@ -212,18 +208,21 @@ def set_up(config: TrainConfig, info: distributed.DistInfo, saved: dict | None, 
 
 
 def load_data(config: TrainConfig, info: distributed.DistInfo) -> tuple[DeviceLoader, dict]:
-    """This process's training loader, and the evaluation sets on the device: "test", and "val"
-    (the last ``val_split`` training images) with a validation split."""
-    images, labels = load_cifar10(config.datapath, "train", limit=config.train_limit)
-    kept = len(labels) - config.val_split
-    eval_sets = {"test": load_cifar10(config.datapath, "test", limit=config.test_limit)}
+    """This process's training loader, and the evaluation sets on the device: "test", and with
+    ``val_split`` "val" (the first N of CINIC-10's valid/, else the last N training images)."""
+    name, path, dataset = config.dataset, config.datapath, DATASETS[config.dataset]
+    images, labels = load_dataset(name, path, "train", limit=config.train_limit)
+    eval_sets = {"test": load_dataset(name, path, "test", limit=config.test_limit)}
+    own_valid = "valid" in dataset.sizes  # a split of its own: the training set stays whole
+    kept = len(labels) - (0 if own_valid else config.val_split)
     if config.val_split:
-        eval_sets["val"] = images[kept:], labels[kept:]
+        eval_sets["val"] = load_dataset(name, path, "valid", config.val_split) if own_valid \
+            else (images[kept:], labels[kept:])  # fmt: skip
     eval_sets = {name: (x.to(info.device), y) for name, (x, y) in eval_sets.items()}
     loader = DeviceLoader(images[:kept], labels[:kept], config.batch_size // info.world_size,
                           train=True, device=info.device, augment=config.augment, seed=config.seed,
                           rank=info.rank, world_size=info.world_size,
-                          epoch_images=config.epoch_images)  # fmt: skip
+                          epoch_images=config.epoch_images, flips=dataset.flips)  # fmt: skip
     return loader, eval_sets
 
 
@@ -235,26 +234,22 @@ def describe(run: Run) -> str:
     where = f"{info.device}" + (f" x {info.world_size} processes" if info.world_size > 1 else "")
     warmup = (f"{c.warmup_epochs / c.epochs:.1%} of the time + cosine), on the clock" if c.time_budget
               else f"{c.warmup_epochs:g} epochs + cosine), per {c.schedule_unit}")  # fmt: skip
-    return (f"{c.model}: {n:,} parameters, {len(run.loader.labels):,} train{subset} / "
+    return (f"{c.model}: {n:,} parameters, {c.dataset}: {len(run.loader.labels):,} train{subset} / "
             f"{len(run.eval_sets['test'][1]):,} test images, {len(run.loader)} steps per epoch "
             f"{length} on {where}{f', {run.amp_dtype}' if run.amp_dtype else ''}; lr {c.lr:g}: "
             f"{c.cycles} x (warmup {warmup}")  # fmt: skip
 
 
 # ---------------------------------------------------------------- the helpers of the loop
-
-
 def epochs_left(run: Run) -> bool:
-    """Whether another epoch is due: up to ``epochs``, or with a time budget until it is used
-    (the last epoch then ends at the step where the time ran out)."""
+    """Whether another epoch is due: up to ``epochs``, or with a time budget until it is used."""
     c = run.config
     return not run.out_of_time if c.time_budget else run.progress.epoch < c.epochs
 
 
 def lr_for_next_step(run: Run) -> float:
     """``lr_at`` the schedule's position: the step (or epoch) about to be trained, or with a time
-    budget the fraction of it used times the schedule's length, so that warmup and cosine
-    stretch over the budget however fast the machine runs."""
+    budget the fraction of it used times the schedule's length (docs/training.md)."""
     c, p = run.config, run.progress
     unit = len(run.loader) if c.schedule_unit == "step" else 1  # steps per unit of the schedule
     if c.time_budget:
@@ -275,11 +270,10 @@ def count_loss(run: Run, loss: float) -> None:
         p.skipped += 1
     else:
         last = run.run_dir / "last.pt"
-        raise TrainingError(
-            f"non-finite loss ({loss}) at step {p.step + 1} (epoch {p.epoch + 1}, batch "
-            f"{p.batch + 1}), lr {p.lr:.3g}; last good checkpoint: "
-            f"{last if last.exists() else 'none yet'} (lower --lr, set --grad_clip, or "
-            "--on_nonfinite skip)")  # fmt: skip
+        raise TrainingError(f"non-finite loss ({loss}) at step {p.step + 1} (epoch {p.epoch + 1}, "
+                            f"batch {p.batch + 1}), lr {p.lr:.3g}; last good checkpoint: "
+                            f"{last if last.exists() else 'none yet'} (lower --lr, set "
+                            "--grad_clip, or --on_nonfinite skip)")  # fmt: skip
 
 
 def checkpoint_due(run: Run) -> bool:
@@ -302,9 +296,8 @@ def evaluate(run: Run) -> dict:
     with flip TTA when the run asks for it."""
     c = run.config
     model = run.ema.module if run.ema is not None else run.model
-    options = {"tta": c.tta, "autocast_dtype": run.amp_dtype}
-    test = evaluate_model(model, *run.eval_sets["test"], label_smoothing=c.label_smoothing,
-                          **options)  # fmt: skip
+    options = {"tta": c.tta, "autocast_dtype": run.amp_dtype, "label_smoothing": c.label_smoothing}
+    test = evaluate_model(model, *run.eval_sets["test"], **options)
     record = {"test_loss": test["loss"], "test_acc": test["accuracy"]}
     if "val" in run.eval_sets:  # metrics.csv shows nan without one
         record["val_acc"] = evaluate_model(model, *run.eval_sets["val"], **options)["accuracy"]

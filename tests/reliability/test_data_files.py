@@ -105,11 +105,11 @@ def test_local_copy_with_other_bytes_is_accepted(real_cifar_root):
 def test_a_missing_batch_file_is_named(cifar_root, tmp_path, missing):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    for name in (*D.SPLIT_FILES["train"], *D.SPLIT_FILES["test"]):
+    for name in (*D.CIFAR10_FILES["train"], *D.CIFAR10_FILES["test"]):
         if name != missing:
             (folder / name).symlink_to(cifar_root / "cifar-10-batches-py" / name)
     split = "test" if missing == "test_batch" else "train"
-    with pytest.raises(FileNotFoundError, match=f"CIFAR-10 file missing: .*{missing}"):
+    with pytest.raises(FileNotFoundError, match=f"CIFAR-10: .*{missing} is missing"):
         D.load_cifar10(tmp_path, split=split)
 
 

@@ -24,7 +24,7 @@ PARSE_ERRORS = [
     (["--on_nonfinite", "ignore"], "invalid choice: 'ignore'"),
     (["--schedule_unit", "batch"], "invalid choice: 'batch'"),
     (["--progress_bar", "maybe"], "argument --progress_bar/--progress-bar: invalid choice: 'maybe'"),
-    (["--dataset", "CIFAR-100"], "argument --dataset: invalid choice: 'CIFAR-100'"),
+    (["--dataset", "MNIST"], "argument --dataset: invalid choice: 'MNIST'"),
     (["--betas", "0.9"], "argument --betas: expected 2 arguments"),
     (["--model_overrides", "depth"], "expected KEY=VALUE, got 'depth'"),
     (["--learning-rate", "1e-3"], "unrecognized arguments: --learning-rate"),
@@ -40,7 +40,7 @@ VALIDATION_ERRORS = [
     (["--train_limit", "0"], "train_limit=0 is out of range: 1..50000 or None"),
     (["--train_limit", "60000"], "train_limit=60000 is out of range: 1..50000"),
     (["--test_limit", "0"], "test_limit=0 is out of range: 1..10000 or None"),
-    (["--val_split", "64"], "val_split=64 is out of range: 0..63 (held out of the 64 training"),
+    (["--val_split", "64"], "val_split=64 is out of range: 0..63 (of the 64 training images)"),
     (["--val_split", "-1"], "val_split=-1 is out of range"),
     (
         ["--val_split", "50"],
@@ -67,7 +67,7 @@ VALIDATION_ERRORS = [
     (["--grad_clip", "-1"], "grad_clip=-1.0 is out of range: a finite number >= 0"),
     (["--ema", "1"], "ema=1.0 is out of range: [0, 1)"),
     (["--seed", "-1"], "seed=-1 is out of range: an integer >= 0"),
-    (["--val_split", "-2"], "val_split=-2 is out of range: 0..63 (held out of the 64 training"),
+    (["--val_split", "-2"], "val_split=-2 is out of range: 0..63 (of the 64 training images)"),
     (["--checkpoint_every", "-1"], "checkpoint_every=-1 is out of range: an integer >= 0"),
     (["--out", ""], "out='' is out of range: a non-empty directory path"),
     (
