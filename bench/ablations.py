@@ -14,8 +14,8 @@ The runs are interleaved in blocks: block ``b`` trains every variant once with s
 order rotated from block to block, so that a drift of the machine does not line up with a variant,
 and the full model is in every block.
 
-    python bench/ablations.py                          # 8 variants x 3 seeds, ~80 min on 2 cores
-    python bench/ablations.py --speed                  # images/s of every variant, ~15 min
+    python bench/ablations.py                          # 8 variants x 3 seeds, 75-95 min on 2 cores
+    python bench/ablations.py --speed                  # images/s of every variant, 6 rounds, ~15 min
     python bench/ablations.py --tiny --out /tmp/abl    # seconds: checks that it works
 
 Writes ``ablations.csv`` (one row per run), ``ablation_curves.csv`` (one row per epoch) and
@@ -25,7 +25,8 @@ summary to bench/RESULTS.md.
 
 Notebook 07 and the tests import this file with bench/ on ``sys.path``, the way the bench scripts
 import ``common``. Importing it registers in vitlib's model registry the models that only the
-ablations need: ResNet-20 (``resnet.py``) and two variants of ``vit_cifar10_small`` below.
+ablations need: ResNet-20 (``resnet.py``) and two variants of ``vit_cifar10_small``
+(``vit_variants.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import time
 from pathlib import Path
 
 import resnet  # noqa: F401 (registers the ResNet-20 baseline as "resnet20_cifar10" in vitlib)
-import torch
+import vit_variants  # noqa: F401 (registers the circular-padding and ViT-init models)
 from common import (
     CURVE_TEST_IMAGES,
     REPO,
@@ -50,43 +51,12 @@ from common import (
     markdown_table,
     record,
 )
-from torch import nn
 
 from vitlib.config import TEST_SIZE, preset_config
-from vitlib.model import MODELS, RelViT, create_model
+from vitlib.model import create_model
 from vitlib.summary import count_parameters
 from vitlib.train import train
 
-
-class CircularPaddingViT(RelViT):
-    """The model with circular instead of zero padding in every convolution (stem and depthwise
-    projections). Zero padding tells a convolution where the border is (Islam et al. 2020); with
-    circular padding, no explicit position and a mean over tokens, the model's output does not
-    change when the image is rolled by a whole token (4 pixels): it cannot know where it is."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d) and any(module.padding):
-                module.padding_mode = "circular"
-
-
-class PlainInitViT(RelViT):
-    """The model initialised like a plain ViT (timm): every conv and linear weight drawn from a
-    truncated normal of std 0.02 instead of Kaiming's ``std = sqrt(2 / fan_in)``."""
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-
-
-SMALL = MODELS["vit_cifar10_small"][2]
-MODELS["vit_cifar10_small_circular_padding"] = (CircularPaddingViT, MODELS["vit_cifar10_small"][1],
-                                                SMALL)  # fmt: skip
-MODELS["vit_cifar10_small_plain_init"] = (PlainInitViT, MODELS["vit_cifar10_small"][1], SMALL)
 NO_POSITION = {"relative_position": False, "absolute_position": False}
 # name -> TrainConfig overrides of the cpu-quick preset; the first is the model as it ships.
 VARIANTS: dict[str, dict] = {
@@ -99,8 +69,8 @@ VARIANTS: dict[str, dict] = {
                                    "model_overrides": {"gain_init": 1.0}},  # fmt: skip
     "no augmentation": {"augment": "none"},
     "ResNet-20, the ViT's recipe": {"model": "resnet20_cifar10"},
-    # A CNN's own recipe (He et al. 2016, as in most CIFAR code): SGD with momentum 0.9, lr 0.1,
-    # weight decay 5e-4, no label smoothing; flips and crops, warmup + cosine as the ViT's.
+    # A CNN's own recipe: SGD with momentum 0.9 and lr 0.1 (He et al. 2016), weight decay 5e-4 (as
+    # in most CIFAR code; He et al.: 1e-4), no label smoothing; flips, crops, warmup + cosine.
     "ResNet-20, SGD recipe": {"model": "resnet20_cifar10", "optimizer": "sgd", "lr": 0.1,
                               "weight_decay": 5e-4, "label_smoothing": 0.0},  # fmt: skip
 }
@@ -286,7 +256,7 @@ def t_quantile(p: float, df: int) -> float:
 def summarize(runs: list[dict], speed: list[dict] | None = None, level: float = 0.95) -> list[dict]:
     """One row per variant, in ``VARIANTS`` order: its seeds, mean and standard deviation of test
     accuracy, the difference ``d`` of the mean from the full model's with its standard error
-    ``se`` and ``t = d / se``, and the verdict of the rule of notebook 07:
+    ``se`` and ``t = d / se``, the pooled seed sd, and the verdict of the rule of notebook 07:
 
         s_pooled^2 = sum over variants of sum (acc - variant mean)^2 / sum (seeds - 1)
         se = s_pooled * sqrt(1 / n_variant + 1 / n_full)
@@ -310,6 +280,7 @@ def summarize(runs: list[dict], speed: list[dict] | None = None, level: float = 
         row = {"variant": name, "seeds": len(own), "mean": mean,
                "sd": statistics.stdev(accs[name]) if len(own) > 1 else math.nan,
                "vs full": d, "se": se, "t": d / se if se else math.nan, "t_q": t_q, "df": df,
+               "pooled_sd": pooled,
                "verdict": "-" if name == names[0] else verdict,
                "images": statistics.fmean(r["steps"] for r in own) * BATCH}  # fmt: skip
         rates = [s["train_images_per_s"] for s in speed or [] if s["variant"] == name]
@@ -340,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one block of runs per seed (default: 0 1 2)")  # fmt: skip
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="NAME",
                         help=f"default: all of {list(VARIANTS)}")  # fmt: skip
-    parser.add_argument("--speed", type=int, nargs="?", const=2, default=0, metavar="ROUNDS",
+    parser.add_argument("--speed", type=int, nargs="?", const=6, default=0, metavar="ROUNDS",
                         help="measure every variant's images/s instead, in ROUNDS interleaved "
-                        "rounds (default 2)")  # fmt: skip
+                        "rounds (default 6)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=results_dir(),
                         help="folder of the CSV files (default: bench/results)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true",

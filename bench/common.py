@@ -1,5 +1,5 @@
 """Shared by the benchmarks: timing, the machine's description, the results file, and what the
-runs against a clock (train_cpu.py, ablations.py) measure after training."""
+runs measure after training (train_cpu.py, ablations.py)."""
 
 from __future__ import annotations
 
