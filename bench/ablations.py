@@ -193,6 +193,17 @@ def _check(seeds: list[int], variants: list[str] | None) -> None:
             raise ValueError(f"unknown variant {name!r}: choose from {list(VARIANTS)}")
 
 
+def _pending(path: Path, block_column: str, blocks: range | list[int],
+             variants: list[str] | None = None):  # fmt: skip
+    """(block, position, variant) of every run of ``blocks``, each in ``block_order(block)``, that
+    the CSV file ``path`` does not hold yet (its ``block_column`` names the block)."""
+    done = {(r["variant"], int(r[block_column])) for r in read_csv(path)} if path.exists() else set()
+    for block in blocks:
+        for position, name in enumerate(block_order(block)):
+            if (not variants or name in variants) and (name, block) not in done:
+                yield block, position, name
+
+
 def run_ablations(seeds: list[int], folder: str | Path, variants: list[str] | None = None,
                   datapath: str | None = None,
                   tiny: bool = False) -> tuple[list[dict], list[dict]]:  # fmt: skip
@@ -204,15 +215,10 @@ def run_ablations(seeds: list[int], folder: str | Path, variants: list[str] | No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     runs_path, curves_path = folder / "ablations.csv", folder / "ablation_curves.csv"
-    done = {(r["variant"], int(r["seed"])) for r in read_csv(runs_path)} \
-        if runs_path.exists() else set()  # fmt: skip
-    for seed in seeds:
-        for position, name in enumerate(block_order(seed)):
-            if (variants and name not in variants) or (name, seed) in done:
-                continue
-            run, curves = run_once(name, seed, datapath, tiny)
-            _append(curves_path, CURVE_COLUMNS, curves)
-            _append(runs_path, RUN_COLUMNS, [{**run, "block": seed, "position": position}])
+    for seed, position, name in _pending(runs_path, "seed", seeds, variants):
+        run, curves = run_once(name, seed, datapath, tiny)
+        _append(curves_path, CURVE_COLUMNS, curves)
+        _append(runs_path, RUN_COLUMNS, [{**run, "block": seed, "position": position}])
     return read_csv(runs_path), read_csv(curves_path)
 
 
@@ -223,16 +229,13 @@ def run_speed(rounds: int, folder: str | Path, datapath: str | None = None,
     skipped. Returns all its rows."""
     path = Path(folder) / "ablation_speed.csv"
     Path(folder).mkdir(parents=True, exist_ok=True)
-    done = {(r["variant"], int(r["round"])) for r in read_csv(path)} if path.exists() else set()
-    for r in range(rounds):
-        for position, name in enumerate(block_order(r)):
-            if (name, r) not in done:
-                before = load()
-                speed = measure_speed(name, datapath, tiny)
-                print(f"{name}, round {r}: {speed:.0f} training images/s", flush=True)
-                _append(path, SPEED_COLUMNS, [{"variant": name, "round": r, "position": position,
-                                               "train_images_per_s": round(speed),
-                                               "load": round(before, 2)}])  # fmt: skip
+    for r, position, name in _pending(path, "round", range(rounds)):
+        before = load()
+        speed = measure_speed(name, datapath, tiny)
+        print(f"{name}, round {r}: {speed:.0f} training images/s", flush=True)
+        _append(path, SPEED_COLUMNS, [{"variant": name, "round": r, "position": position,
+                                       "train_images_per_s": round(speed),
+                                       "load": round(before, 2)}])  # fmt: skip
     return read_csv(path)
 
 
